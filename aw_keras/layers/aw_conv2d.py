@@ -1,0 +1,355 @@
+"""AWConv2D: the AW-convolution of Zhu et al. (ICANN 2021), a drop-in Conv2D.
+
+Data path, top to bottom (paper Eq. 4-8, Fig. 1):
+
+    inputs (N, H, W, C1)
+      -> adaptive average pool to (kh/r_hw, kw/r_hw)                 Avgpool2d
+      -> squeeze_conv (1x1, no bias) -> squeeze_bn -> ReLU           Pointconv1
+      -> excite_conv (1x1, no bias) -> excite_bn -> sigmoid          Pointconv2
+      -> expand to A (N, kh, kw, C1, C2), the kernel's layout        Expand, Eq. 8
+      -> AK[l] = K + A[l] * K  (residual)  or  A[l] * K               F2, Eq. 6
+      -> O[l] = conv(I[l], AK[l]) (+ bias, activation)                F3, Eq. 5
+
+Example:
+
+>>> import keras
+>>> from aw_keras.layers import AWConv2D
+>>> inputs = keras.Input((32, 32, 64))
+>>> outputs = AWConv2D(64, 3, padding="same", use_bias=False)(inputs)
+>>> model = keras.Model(inputs, outputs)
+"""
+
+import keras
+import tensorflow as tf
+
+from aw_keras.layers import aw_kernels
+from aw_keras.layers.pooling import adaptive_average_pool
+
+ATTENTION_MODES = ("residual", "multiplicative")
+IMPLEMENTATIONS = ("auto",) + tuple(aw_kernels.STRATEGIES)
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, received {value!r} of type {type(value).__name__}.")
+    if value <= 0:
+        raise ValueError(f"`{name}` must be a positive int, received {name}={value}.")
+    return value
+
+
+def _int_pair(name, value):
+    """Normalizes an int or a pair of ints to a tuple of two positive ints."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(
+            f"`{name}` must be an int or a tuple of 2 ints, received {name}={value!r}."
+        )
+    return tuple(_positive_int(name, v) for v in value)
+
+
+def _divisor(name, value, dimension, dimension_name):
+    """Validates a reduction ratio that must divide (and not exceed) a dimension."""
+    _positive_int(name, value)
+    if value > dimension or dimension % value != 0:
+        raise ValueError(
+            f"`{name}` must divide {dimension_name}={dimension}, received {name}={value}. "
+            f"Valid values: {[d for d in range(1, dimension + 1) if dimension % d == 0]}."
+        )
+    return value
+
+
+@keras.saving.register_keras_serializable(package="aw_keras")
+class AWConv2D(keras.layers.Layer):
+    """2D AW-convolution: per-sample attention maps shaped like the kernel.
+
+    Takes every argument of `keras.layers.Conv2D` with the same defaults, plus:
+
+    Args:
+        reduction_ratio: r; the squeeze conv has `max(1, filters // r)` units.
+            Default 16 (the paper's setting).
+        input_channel_reduction: r_C1; consecutive input channels sharing one
+            attention value. None (default) means C1: one value for all input
+            channels, the paper's setting. Must divide C1.
+        output_channel_reduction: r_C2; must divide `filters`. Default 1.
+        spatial_reduction: r_hw; must divide both kernel dimensions. Default 1.
+        attention_mode: "residual" (AK = K + A*K, default, Eq. 6) or
+            "multiplicative" (AK = A*K).
+        implementation: "auto" (default: the fastest exact strategy for the
+            shape), or one of "taps", "per_sample", "matmul", "depthwise".
+            All compute the same numbers; see `aw_keras.layers.aw_kernels`.
+
+    Only `data_format="channels_last"` and `groups=1` are supported; anything else
+    raises a ValueError at construction.
+
+    Example:
+
+    >>> layer = AWConv2D(32, 3, padding="same", attention_mode="residual")
+    >>> y = layer(keras.random.normal((2, 16, 16, 8)))
+    >>> layer.attention_maps(keras.random.normal((2, 16, 16, 8))).shape
+    TensorShape([2, 3, 3, 8, 32])
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=(1, 1),
+        padding="valid",
+        data_format=None,
+        dilation_rate=(1, 1),
+        groups=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        reduction_ratio=16,
+        input_channel_reduction=None,
+        output_channel_reduction=1,
+        spatial_reduction=1,
+        attention_mode="residual",
+        implementation="auto",
+        **kwargs,
+    ):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.filters = _positive_int("filters", filters)
+        self.kernel_size = _int_pair("kernel_size", kernel_size)
+        self.strides = _int_pair("strides", strides)
+        self.dilation_rate = _int_pair("dilation_rate", dilation_rate)
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(
+                "`strides` > 1 is incompatible with `dilation_rate` > 1, received "
+                f"strides={self.strides}, dilation_rate={self.dilation_rate}."
+            )
+        if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+            raise ValueError(f'`padding` must be "valid" or "same", received padding={padding!r}.')
+        self.padding = padding.lower()
+        data_format = data_format or keras.config.image_data_format()
+        if data_format != "channels_last":
+            raise ValueError(
+                '`data_format` must be "channels_last"; AWConv2D does not support '
+                f"data_format={data_format!r}. Transpose inputs to NHWC."
+            )
+        self.data_format = data_format
+        if groups != 1:
+            raise ValueError(f"`groups` must be 1 for AWConv2D, received groups={groups!r}.")
+        self.groups = 1
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+
+        self.reduction_ratio = _positive_int("reduction_ratio", reduction_ratio)
+        if input_channel_reduction is not None:
+            _positive_int("input_channel_reduction", input_channel_reduction)
+        self.input_channel_reduction = input_channel_reduction
+        self.output_channel_reduction = _divisor(
+            "output_channel_reduction", output_channel_reduction, self.filters, "filters"
+        )
+        self.spatial_reduction = _positive_int("spatial_reduction", spatial_reduction)
+        for size in self.kernel_size:
+            _divisor("spatial_reduction", spatial_reduction, size, f"kernel_size={self.kernel_size} ")
+        if attention_mode not in ATTENTION_MODES:
+            raise ValueError(
+                f"`attention_mode` must be one of {ATTENTION_MODES}, received "
+                f"attention_mode={attention_mode!r}."
+            )
+        self.attention_mode = attention_mode
+        self.implementation = implementation
+        self.input_spec = keras.layers.InputSpec(min_ndim=4, max_ndim=4)
+
+    # ---------------------------------------------------------------- properties
+
+    @property
+    def implementation(self):
+        """The strategy name; settable (e.g. to an exportable one before export)."""
+        return self._implementation
+
+    @implementation.setter
+    def implementation(self, value):
+        if value not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"`implementation` must be one of {IMPLEMENTATIONS}, received "
+                f"implementation={value!r}."
+            )
+        self._implementation = value
+
+    @property
+    def pooled_size(self):
+        """(kh / r_hw, kw / r_hw): the spatial size of the attention branch."""
+        return tuple(k // self.spatial_reduction for k in self.kernel_size)
+
+    @property
+    def squeeze_units(self):
+        return max(1, self.filters // self.reduction_ratio)
+
+    @property
+    def output_groups(self):
+        """C2 / r_C2: distinct attention values along the output channels."""
+        return self.filters // self.output_channel_reduction
+
+    # --------------------------------------------------------------------- build
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                "`inputs` to AWConv2D must have rank 4 (batch, height, width, channels), "
+                f"received shape {tuple(input_shape)}."
+            )
+        channels_in = input_shape[-1]
+        if channels_in is None:
+            raise ValueError(
+                "The channel dimension of `inputs` to AWConv2D must be known, received "
+                f"shape {tuple(input_shape)}."
+            )
+        self.input_channels = int(channels_in)
+        r_c1 = self.input_channel_reduction
+        if r_c1 is None:
+            r_c1 = self.input_channels
+        self.resolved_input_channel_reduction = _divisor(
+            "input_channel_reduction", r_c1, self.input_channels, "the input channels C1"
+        )
+        self.input_groups = self.input_channels // r_c1
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: self.input_channels})
+
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=self.kernel_size + (self.input_channels, self.filters),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+
+        policy = self.dtype_policy
+        self.squeeze_conv = keras.layers.Conv2D(
+            self.squeeze_units, 1, use_bias=False, dtype=policy, name="squeeze_conv"
+        )
+        self.squeeze_bn = keras.layers.BatchNormalization(dtype=policy, name="squeeze_bn")
+        self.excite_conv = keras.layers.Conv2D(
+            self.output_groups * self.input_groups, 1, use_bias=False, dtype=policy,
+            name="excite_conv",
+        )
+        self.excite_bn = keras.layers.BatchNormalization(dtype=policy, name="excite_bn")
+        pooled_shape = (None,) + self.pooled_size
+        self.squeeze_conv.build(pooled_shape + (self.input_channels,))
+        self.squeeze_bn.build(pooled_shape + (self.squeeze_units,))
+        self.excite_conv.build(pooled_shape + (self.squeeze_units,))
+        self.excite_bn.build(pooled_shape + (self.output_groups * self.input_groups,))
+
+    # ---------------------------------------------------------------- attention
+
+    def _compact_attention(self, inputs, training):
+        """A as (N, kh, kw, G1, C2): expanded except along input channels (Eq. 7-8)."""
+        pooled = adaptive_average_pool(inputs, self.pooled_size)
+        hidden = self.squeeze_conv(pooled)
+        hidden = tf.nn.relu(self.squeeze_bn(hidden, training=training))
+        excited = self.excite_conv(hidden)
+        excited = tf.sigmoid(self.excite_bn(excited, training=training))
+        # Eq. 8: flat channel index = p_group * G1 + c1_group (C2-major).
+        ph, pw = self.pooled_size
+        grouped = tf.reshape(excited, [-1, ph, pw, self.output_groups, self.input_groups])
+        grouped = tf.transpose(grouped, [0, 1, 2, 4, 3])
+        grouped = aw_kernels.repeat_axis(grouped, 1, self.spatial_reduction)
+        grouped = aw_kernels.repeat_axis(grouped, 2, self.spatial_reduction)
+        return aw_kernels.repeat_axis(grouped, 4, self.output_channel_reduction)
+
+    def attention_maps(self, inputs, training=False):
+        """The expanded attention maps A with shape (N, kh, kw, C1, C2).
+
+        The layout is the kernel's, so ``A[l] * layer.kernel`` is the attentional
+        kernel of sample ``l`` (before the residual term).
+        """
+        inputs = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        if not self.built:
+            self.build(inputs.shape)
+        compact = self._compact_attention(inputs, training)
+        return aw_kernels.repeat_axis(compact, 3, self.resolved_input_channel_reduction)
+
+    # ---------------------------------------------------------------------- call
+
+    @property
+    def geometry(self):
+        return aw_kernels.ConvGeometry(
+            self.kernel_size, self.strides, self.dilation_rate, self.padding
+        )
+
+    def resolved_implementation(self, input_shape):
+        """The strategy ``implementation="auto"`` picks for ``input_shape``."""
+        if self.implementation != "auto":
+            return self.implementation
+        kernel_shape = self.kernel_size + (self.input_channels, self.filters)
+        return aw_kernels.choose_strategy(input_shape, kernel_shape, self.geometry)
+
+    def call(self, inputs, training=None):
+        attention = self._compact_attention(inputs, training)
+        scale = 1.0 + attention if self.attention_mode == "residual" else attention
+        kernel = tf.cast(self.kernel, self.compute_dtype)
+        strategy = aw_kernels.STRATEGIES[self.resolved_implementation(inputs.shape)]
+        outputs = strategy(inputs, kernel, scale, self.geometry)
+        if self.use_bias:
+            outputs = outputs + tf.cast(self.bias, self.compute_dtype)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        sizes = []
+        for axis in range(2):
+            size = input_shape[1 + axis]
+            if size is not None:
+                size = aw_kernels.output_size(
+                    size, self.kernel_size[axis], self.strides[axis],
+                    self.dilation_rate[axis], self.padding,
+                )
+            sizes.append(size)
+        return (input_shape[0], sizes[0], sizes[1], self.filters)
+
+    # -------------------------------------------------------------------- config
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "data_format": self.data_format,
+                "dilation_rate": self.dilation_rate,
+                "groups": self.groups,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "activity_regularizer": keras.regularizers.serialize(self.activity_regularizer),
+                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+                "reduction_ratio": self.reduction_ratio,
+                "input_channel_reduction": self.input_channel_reduction,
+                "output_channel_reduction": self.output_channel_reduction,
+                "spatial_reduction": self.spatial_reduction,
+                "attention_mode": self.attention_mode,
+                "implementation": self.implementation,
+            }
+        )
+        return config

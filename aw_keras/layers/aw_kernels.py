@@ -1,0 +1,241 @@
+"""Exact strategies for the per-sample convolution of AW-convolution (Eq. 4-5).
+
+Every strategy computes, for each sample ``l``,
+
+    O[l] = conv(I[l], AK[l]),   AK[l, j, k, c, p] = K[j, k, c, p] * S[l, j, k, c // r_C1, p]
+
+where ``S`` is the *compact* modulation: ``1 + A`` (residual mode) or ``A``
+(multiplicative), expanded along the kernel's spatial axes and output channels
+but kept at ``G1 = C1 / r_C1`` input-channel groups. They differ only in cost:
+
+- ``taps``: tap decomposition. ``O = sum_{j,k} S[:, j, k] * (shift_jk(I) @ K[j, k])``;
+  no per-sample kernel, the FLOPs of the plain convolution, builtin ops only.
+  Fastest when the kernel is large relative to the output (deep stages).
+- ``per_sample``: builds the per-sample kernels ``AK`` and runs one ordinary
+  convolution per sample (unrolled for a static batch, ``map_fn`` otherwise).
+  Fastest when the output is large relative to the kernel (early stages).
+- ``matmul``: im2col by tap slices, then one batched matmul with ``AK``.
+- ``depthwise``: the batch folded into channels, one depthwise convolution with
+  the per-sample kernels as channel multipliers, then a sum over ``C1``. Literal
+  and memory hungry; kept as an independent check.
+
+Example:
+
+>>> import tensorflow as tf
+>>> geometry = ConvGeometry((3, 3), (1, 1), (1, 1), "same")
+>>> x = tf.random.normal((2, 8, 8, 4)); k = tf.random.normal((3, 3, 4, 6))
+>>> s = tf.ones((2, 3, 3, 1, 6))
+>>> STRATEGIES["taps"](x, k, s, geometry).shape
+TensorShape([2, 8, 8, 6])
+"""
+
+import collections
+
+import tensorflow as tf
+
+ConvGeometry = collections.namedtuple(
+    "ConvGeometry", ["kernel_size", "strides", "dilation_rate", "padding"]
+)
+
+# A static batch up to this size unrolls `per_sample` into one conv per sample;
+# larger or unknown batches use `tf.map_fn`.
+MAX_UNROLLED_BATCH = 64
+
+
+def _dim(tensor, axis):
+    """Static size of ``axis`` when known, else a scalar tensor."""
+    static = tensor.shape[axis]
+    return static if static is not None else tf.shape(tensor)[axis]
+
+
+def output_size(size, kernel, stride, dilation, padding):
+    """Output length of a convolution along one axis (TF/Keras semantics)."""
+    if padding == "same":
+        return (size + stride - 1) // stride
+    return (size - (kernel - 1) * dilation - 1) // stride + 1
+
+
+def _same_padding(size, kernel, stride, dilation):
+    out = (size + stride - 1) // stride
+    total = (out - 1) * stride + (kernel - 1) * dilation + 1 - size
+    if isinstance(total, int):
+        total = max(total, 0)
+    else:
+        total = tf.maximum(total, 0)
+    return total // 2, total - total // 2
+
+
+def pad_for_taps(inputs, geometry):
+    """Pads ``inputs`` explicitly so every tap is a strided slice.
+
+    Returns the padded tensor and the output (height, width), static ints when
+    the input size is static, scalar tensors otherwise.
+    """
+    sizes = [_dim(inputs, 1), _dim(inputs, 2)]
+    outs, pads = [], [[0, 0]]
+    for axis in range(2):
+        size, kernel = sizes[axis], geometry.kernel_size[axis]
+        stride, dilation = geometry.strides[axis], geometry.dilation_rate[axis]
+        outs.append(output_size(size, kernel, stride, dilation, geometry.padding))
+        if geometry.padding == "same":
+            pads.append(list(_same_padding(size, kernel, stride, dilation)))
+        else:
+            pads.append([0, 0])
+    pads.append([0, 0])
+    if geometry.padding == "same":
+        inputs = tf.pad(inputs, pads)
+    return inputs, outs
+
+
+def tap_slice(padded, j, k, out_size, geometry):
+    """The input window read by kernel tap (j, k) for every output position."""
+    (sh, sw), (dh, dw) = geometry.strides, geometry.dilation_rate
+    oh, ow = out_size
+    top, left = j * dh, k * dw
+    return padded[:, top : top + (oh - 1) * sh + 1 : sh, left : left + (ow - 1) * sw + 1 : sw, :]
+
+
+def repeat_axis(tensor, axis, times):
+    """``tf.repeat`` with a static count, as expand + broadcast + reshape."""
+    if times == 1:
+        return tensor
+    shape = [_dim(tensor, i) for i in range(tensor.shape.rank)]
+    expanded = tf.expand_dims(tensor, axis + 1)
+    target = shape[: axis + 1] + [times] + shape[axis + 1 :]
+    tiled = tf.broadcast_to(expanded, tf.stack(target) if _has_tensor(target) else target)
+    merged = shape[:axis] + [shape[axis] * times] + shape[axis + 1 :]
+    return tf.reshape(tiled, tf.stack(merged) if _has_tensor(merged) else merged)
+
+
+def _has_tensor(values):
+    return any(not isinstance(v, int) for v in values)
+
+
+def per_sample_kernels(kernel, scale):
+    """AK of shape (N, kh, kw, C1, C2) from K (kh, kw, C1, C2) and S (N, kh, kw, G1, C2)."""
+    channels_in, groups = kernel.shape[2], scale.shape[3]
+    return kernel[None] * repeat_axis(scale, 3, channels_in // groups)
+
+
+def taps(inputs, kernel, scale, geometry):
+    """Tap decomposition: one 1x1 product per tap (and input-channel group)."""
+    padded, out_size = pad_for_taps(inputs, geometry)
+    kh, kw, channels_in, channels_out = kernel.shape
+    groups = scale.shape[3]
+    partials = []
+    for j in range(kh):
+        for k in range(kw):
+            window = tap_slice(padded, j, k, out_size, geometry)
+            if groups == 1:
+                product = tf.nn.conv2d(window, kernel[j : j + 1, k : k + 1], 1, "VALID")
+                partials.append(product * scale[:, j, k, 0][:, None, None, :])
+            else:
+                partials.append(
+                    _grouped_tap(window, kernel[j, k], scale[:, j, k], out_size)
+                )
+    return tf.add_n(partials)
+
+
+def _grouped_tap(window, tap_kernel, tap_scale, out_size):
+    """One tap with G1 > 1 input-channel groups, each with its own scale."""
+    channels_in, channels_out = tap_kernel.shape
+    groups = tap_scale.shape[1]
+    batch = _dim(window, 0)
+    oh, ow = out_size
+    grouped = tf.reshape(window, [batch, oh * ow, groups, channels_in // groups])
+    grouped_kernel = tf.reshape(tap_kernel, [groups, channels_in // groups, channels_out])
+    products = tf.einsum("nsgc,gcp->ngsp", grouped, grouped_kernel)
+    scaled = tf.reduce_sum(products * tap_scale[:, :, None, :], axis=1)
+    return tf.reshape(scaled, [batch, oh, ow, channels_out])
+
+
+def per_sample(inputs, kernel, scale, geometry):
+    """One ordinary convolution per sample with its own kernel AK[l]."""
+    per_sample_kernel = per_sample_kernels(kernel, scale)
+
+    def convolve(sample, sample_kernel):
+        return tf.nn.conv2d(
+            sample,
+            sample_kernel,
+            strides=geometry.strides,
+            padding=geometry.padding.upper(),
+            dilations=geometry.dilation_rate,
+        )
+
+    batch = inputs.shape[0]
+    if batch is not None and batch <= MAX_UNROLLED_BATCH:
+        outputs = [convolve(inputs[i : i + 1], per_sample_kernel[i]) for i in range(batch)]
+        return tf.concat(outputs, axis=0)
+    return tf.map_fn(
+        lambda pair: convolve(pair[0][None], pair[1])[0],
+        (inputs, per_sample_kernel),
+        fn_output_signature=inputs.dtype,
+    )
+
+
+def matmul(inputs, kernel, scale, geometry):
+    """im2col by tap slices, then (N, HoWo, T*C1) @ (N, T*C1, C2)."""
+    padded, (oh, ow) = pad_for_taps(inputs, geometry)
+    kh, kw, channels_in, channels_out = kernel.shape
+    columns = tf.concat(
+        [tap_slice(padded, j, k, (oh, ow), geometry) for j in range(kh) for k in range(kw)],
+        axis=-1,
+    )
+    batch = _dim(inputs, 0)
+    columns = tf.reshape(columns, [batch, oh * ow, kh * kw * channels_in])
+    per_sample_kernel = tf.reshape(
+        per_sample_kernels(kernel, scale), [batch, kh * kw * channels_in, channels_out]
+    )
+    return tf.reshape(tf.matmul(columns, per_sample_kernel), [batch, oh, ow, channels_out])
+
+
+def depthwise(inputs, kernel, scale, geometry):
+    """Batch folded into channels: one depthwise conv, then a sum over C1."""
+    padded, (oh, ow) = pad_for_taps(inputs, geometry)
+    kh, kw, channels_in, channels_out = kernel.shape
+    batch = _dim(inputs, 0)
+    height, width = _dim(padded, 1), _dim(padded, 2)
+    folded = tf.reshape(
+        tf.transpose(padded, [1, 2, 0, 3]), [1, height, width, batch * channels_in]
+    )
+    filters = tf.reshape(
+        tf.transpose(per_sample_kernels(kernel, scale), [1, 2, 0, 3, 4]),
+        [kh, kw, batch * channels_in, channels_out],
+    )
+    (sh, sw), dilation = geometry.strides, list(geometry.dilation_rate)
+    equal_strides = sh == sw
+    stride = [1, sh, sw, 1] if equal_strides else [1, 1, 1, 1]
+    out = tf.nn.depthwise_conv2d(folded, filters, stride, "VALID", dilations=dilation)
+    if not equal_strides:
+        out = out[:, ::sh, ::sw, :]
+    out = tf.reshape(out, [oh, ow, batch, channels_in, channels_out])
+    return tf.transpose(tf.reduce_sum(out, axis=3), [2, 0, 1, 3])
+
+
+STRATEGIES = {
+    "taps": taps,
+    "per_sample": per_sample,
+    "matmul": matmul,
+    "depthwise": depthwise,
+}
+
+# Strategies whose graphs convert to TFLite builtins and ONNX with a dynamic batch.
+EXPORTABLE = ("taps", "matmul")
+
+
+def choose_strategy(input_shape, kernel_shape, geometry):
+    """The fastest exact strategy for a configuration (measured, see docs/speed.md).
+
+    Per-sample kernels cost N*kh*kw*C1*C2 extra elements, tap decomposition about
+    N*kh*kw*Ho*Wo*C2: per-sample convs win when the output has many more positions
+    than the kernel has input channels.
+    """
+    kh, kw, channels_in, _ = kernel_shape
+    if kh * kw == 1:
+        return "taps"
+    height, width = input_shape[1], input_shape[2]
+    if height is None or width is None:
+        return "taps"
+    oh = output_size(height, kh, geometry.strides[0], geometry.dilation_rate[0], geometry.padding)
+    ow = output_size(width, kw, geometry.strides[1], geometry.dilation_rate[1], geometry.padding)
+    return "per_sample" if 4 * channels_in <= oh * ow else "taps"

@@ -1,0 +1,146 @@
+"""AWConv2D against the literal NumPy oracle of Eq. 4-8 (tests/reference.py)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+import reference
+from aw_keras.layers import AWConv2D
+from aw_keras.layers.aw_conv2d import IMPLEMENTATIONS
+
+TOLERANCE = dict(rtol=1e-5, atol=1e-5)
+
+
+def randomize_batch_norms(layer, rng):
+    """Non-trivial BN statistics, so inference and training modes differ."""
+    for bn in (layer.squeeze_bn, layer.excite_bn):
+        channels = bn.gamma.shape[0]
+        bn.gamma.assign(rng.uniform(0.5, 1.5, channels).astype("float32"))
+        bn.beta.assign(rng.normal(0, 0.5, channels).astype("float32"))
+        bn.moving_mean.assign(rng.normal(0, 0.3, channels).astype("float32"))
+        bn.moving_variance.assign(rng.uniform(0.5, 2.0, channels).astype("float32"))
+
+
+def make_layer(input_shape, seed=0, **kwargs):
+    keras.utils.set_random_seed(seed)
+    layer = AWConv2D(**kwargs)
+    layer.build(input_shape)
+    randomize_batch_norms(layer, np.random.default_rng(seed))
+    if layer.bias is not None:
+        layer.bias.assign(np.random.default_rng(seed + 1).normal(size=layer.filters).astype("float32"))
+    return layer
+
+
+def check_against_reference(layer_kwargs, input_shape, implementation, training, seed=0):
+    x = np.random.default_rng(seed + 2).normal(size=input_shape).astype("float32")
+    layer = make_layer(input_shape, seed=seed, implementation=implementation, **layer_kwargs)
+    expected = reference.aw_conv2d(x, reference.layer_weights(layer), layer.get_config(), training)
+    got = np.asarray(layer(x, training=training))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, **TOLERANCE)
+    return layer, x
+
+
+GEOMETRIES = {
+    "1x1": (dict(filters=6, kernel_size=1), (3, 7, 9, 4)),
+    "1x1_stride2": (dict(filters=6, kernel_size=1, strides=2), (3, 7, 9, 4)),
+    "3x3_same": (dict(filters=6, kernel_size=3, padding="same"), (5, 7, 9, 4)),
+    "3x3_valid_15x15": (dict(filters=5, kernel_size=3), (2, 15, 15, 3)),
+    "3x3_stride2_same": (dict(filters=6, kernel_size=3, strides=2, padding="same"), (3, 7, 9, 4)),
+    "3x3_stride2_valid": (dict(filters=6, kernel_size=3, strides=2), (3, 15, 15, 4)),
+    "3x3_stride_2x1": (dict(filters=6, kernel_size=3, strides=(2, 1), padding="same"), (2, 7, 9, 4)),
+    "3x3_dilation2_same": (dict(filters=6, kernel_size=3, dilation_rate=2, padding="same"), (3, 7, 9, 4)),
+    "3x3_dilation2_valid": (dict(filters=6, kernel_size=3, dilation_rate=2), (2, 9, 9, 4)),
+    "5x5_same": (dict(filters=4, kernel_size=5, padding="same"), (2, 7, 9, 3)),
+    "5x5_valid": (dict(filters=4, kernel_size=5), (2, 9, 11, 3)),
+    "3x1_same": (dict(filters=6, kernel_size=(3, 1), padding="same"), (3, 7, 9, 4)),
+    "batch1": (dict(filters=6, kernel_size=3, padding="same"), (1, 7, 9, 4)),
+    "bias_and_activation": (
+        dict(filters=6, kernel_size=3, padding="same", use_bias=True, activation="relu"),
+        (3, 7, 9, 4),
+    ),
+    "no_bias": (dict(filters=6, kernel_size=3, use_bias=False), (3, 7, 9, 4)),
+}
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+def test_geometries_match_reference(geometry, implementation, training):
+    kwargs, input_shape = GEOMETRIES[geometry]
+    check_against_reference(kwargs, input_shape, implementation, training)
+
+
+@pytest.mark.parametrize("attention_mode", ["residual", "multiplicative"])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("spatial_reduction", [1, 3])
+@pytest.mark.parametrize("output_channel_reduction", [1, 2])
+@pytest.mark.parametrize("input_channel_reduction", [None, 1, 2])
+def test_reductions_match_reference(
+    input_channel_reduction, output_channel_reduction, spatial_reduction, implementation,
+    attention_mode,
+):
+    kwargs = dict(
+        filters=6,
+        kernel_size=3,
+        padding="same",
+        reduction_ratio=2,
+        input_channel_reduction=input_channel_reduction,
+        output_channel_reduction=output_channel_reduction,
+        spatial_reduction=spatial_reduction,
+        attention_mode=attention_mode,
+    )
+    # Alternate the BN mode across the grid so both are covered for every setting.
+    training = (output_channel_reduction + spatial_reduction) % 2 == 0
+    check_against_reference(kwargs, (3, 7, 9, 4), implementation, training)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_dynamic_batch_and_spatial_sizes(implementation):
+    """A model on Input((None, None, C)) follows the reference at several sizes."""
+    layer = make_layer((None, None, None, 4), filters=6, kernel_size=3, padding="same",
+                       strides=2, input_channel_reduction=2, implementation=implementation)
+    inputs = keras.Input((None, None, 4))
+    model = keras.Model(inputs, layer(inputs))
+    weights = reference.layer_weights(layer)
+    for batch, height, width in [(1, 7, 9), (3, 15, 15), (2, 5, 12)]:
+        x = np.random.default_rng(batch).normal(size=(batch, height, width, 4)).astype("float32")
+        expected = reference.aw_conv2d(x, weights, layer.get_config(), training=False)
+        np.testing.assert_allclose(model.predict(x, verbose=0), expected, **TOLERANCE)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_unknown_batch_in_a_traced_function(implementation):
+    """The graph path with an unknown batch (map_fn for `per_sample`) is exact too."""
+    layer = make_layer((None, 7, 9, 4), filters=6, kernel_size=3, padding="same",
+                       implementation=implementation)
+    traced = tf.function(
+        lambda x: layer(x, training=False),
+        input_signature=[tf.TensorSpec((None, 7, 9, 4), tf.float32)],
+    )
+    x = np.random.default_rng(3).normal(size=(5, 7, 9, 4)).astype("float32")
+    expected = reference.aw_conv2d(x, reference.layer_weights(layer), layer.get_config())
+    np.testing.assert_allclose(traced(x).numpy(), expected, **TOLERANCE)
+
+
+def test_attention_maps_follow_equation_8():
+    layer = make_layer((3, 7, 9, 4), filters=6, kernel_size=3, reduction_ratio=2,
+                       input_channel_reduction=2, output_channel_reduction=2)
+    x = np.random.default_rng(4).normal(size=(3, 7, 9, 4)).astype("float32")
+    maps = np.asarray(layer.attention_maps(x))
+    assert maps.shape == (3, 3, 3, 4, 6)  # (N, kh, kw, C1, C2): the kernel's layout
+    expected = reference.attention_maps(x, reference.layer_weights(layer), layer.get_config(), False)
+    np.testing.assert_allclose(maps, np.transpose(expected, (0, 3, 4, 2, 1)), **TOLERANCE)
+    # Groups of r_C1 = 2 input channels and r_C2 = 2 output channels share a value.
+    np.testing.assert_array_equal(maps[..., 0, :], maps[..., 1, :])
+    np.testing.assert_array_equal(maps[..., 0], maps[..., 1])
+    assert not np.allclose(maps[..., 0, :], maps[..., 2, :])
+
+
+def test_attention_changes_the_output():
+    """Sanity: AW output differs from the plain conv with the same kernel."""
+    layer, x = check_against_reference(dict(filters=6, kernel_size=3, padding="same", use_bias=False),
+                                       (2, 7, 9, 4), "auto", False)
+    plain = tf.nn.conv2d(x, layer.kernel, 1, "SAME").numpy()
+    assert np.abs(np.asarray(layer(x)) - plain).max() > 1e-2
