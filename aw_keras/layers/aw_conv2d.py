@@ -132,8 +132,8 @@ class AWConv2D(keras.layers.Layer):
         data_format = data_format or keras.config.image_data_format()
         if data_format != "channels_last":
             raise ValueError(
-                '`data_format` must be "channels_last"; AWConv2D does not support '
-                f"data_format={data_format!r}. Transpose inputs to NHWC."
+                '`data_format` must be "channels_last" (AWConv2D computes in NHWC), '
+                f"received data_format={data_format!r}. Transpose inputs to NHWC."
             )
         self.data_format = data_format
         if groups != 1:
