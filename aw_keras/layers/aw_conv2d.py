@@ -303,7 +303,7 @@ class AWConv2D(keras.layers.Layer):
         scale = 1.0 + attention if self.attention_mode == "residual" else attention
         kernel = tf.cast(self.kernel, self.compute_dtype)
         strategy = aw_kernels.STRATEGIES[self.resolved_implementation(inputs.shape)]
-        outputs = strategy(inputs, kernel, scale, self.geometry)
+        outputs = strategy(inputs, kernel, scale, self.geometry, training=bool(training))
         if self.use_bias:
             outputs = outputs + tf.cast(self.bias, self.compute_dtype)
         if self.activation is not None:

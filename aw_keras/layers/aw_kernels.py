@@ -37,8 +37,8 @@ ConvGeometry = collections.namedtuple(
     "ConvGeometry", ["kernel_size", "strides", "dilation_rate", "padding"]
 )
 
-# A static batch up to this size unrolls `per_sample` into one conv per sample;
-# larger or unknown batches use `tf.map_fn`.
+# At inference, a static batch up to this size unrolls `per_sample` into one conv
+# per sample; larger or unknown batches, and training, use `tf.map_fn`.
 MAX_UNROLLED_BATCH = 64
 
 
@@ -117,7 +117,7 @@ def per_sample_kernels(kernel, scale):
     return kernel[None] * repeat_axis(scale, 3, channels_in // groups)
 
 
-def taps(inputs, kernel, scale, geometry):
+def taps(inputs, kernel, scale, geometry, training=False):
     """Tap decomposition: one 1x1 product per tap (and input-channel group)."""
     padded, out_size = pad_for_taps(inputs, geometry)
     kh, kw, channels_in, channels_out = kernel.shape
@@ -149,8 +149,14 @@ def _grouped_tap(window, tap_kernel, tap_scale, out_size):
     return tf.reshape(scaled, [batch, oh, ow, channels_out])
 
 
-def per_sample(inputs, kernel, scale, geometry):
-    """One ordinary convolution per sample with its own kernel AK[l]."""
+def per_sample(inputs, kernel, scale, geometry, training=False):
+    """One ordinary convolution per sample with its own kernel AK[l].
+
+    Inference with a static batch unrolls one conv per sample (fastest); training
+    or an unknown batch uses a sequential ``tf.map_fn``, whose backward pass was
+    measured faster here than the unrolled one's (whose many independent
+    backprop ops oversubscribe the CPU).
+    """
     per_sample_kernel = per_sample_kernels(kernel, scale)
 
     def convolve(sample, sample_kernel):
@@ -163,7 +169,7 @@ def per_sample(inputs, kernel, scale, geometry):
         )
 
     batch = inputs.shape[0]
-    if batch is not None and batch <= MAX_UNROLLED_BATCH:
+    if not training and batch is not None and batch <= MAX_UNROLLED_BATCH:
         outputs = [convolve(inputs[i : i + 1], per_sample_kernel[i]) for i in range(batch)]
         return tf.concat(outputs, axis=0)
     return tf.map_fn(
@@ -173,7 +179,7 @@ def per_sample(inputs, kernel, scale, geometry):
     )
 
 
-def matmul(inputs, kernel, scale, geometry):
+def matmul(inputs, kernel, scale, geometry, training=False):
     """im2col by tap slices, then (N, HoWo, T*C1) @ (N, T*C1, C2)."""
     padded, (oh, ow) = pad_for_taps(inputs, geometry)
     kh, kw, channels_in, channels_out = kernel.shape
@@ -189,7 +195,7 @@ def matmul(inputs, kernel, scale, geometry):
     return tf.reshape(tf.matmul(columns, per_sample_kernel), [batch, oh, ow, channels_out])
 
 
-def depthwise(inputs, kernel, scale, geometry):
+def depthwise(inputs, kernel, scale, geometry, training=False):
     """Batch folded into channels: one depthwise conv, then a sum over C1."""
     padded, (oh, ow) = pad_for_taps(inputs, geometry)
     kh, kw, channels_in, channels_out = kernel.shape
