@@ -1,0 +1,320 @@
+"""Dataset sources: where images and labels come from, before any pipeline.
+
+A source gives, per split, either in-memory uint8 arrays, a list of image files,
+or a tensorflow-datasets split; `aw_keras.data.pipeline` turns it into `tf.data`.
+
+Dataset specs understood by `get_source`:
+
+- ``fashion_mnist`` (the offline default): real Fashion-MNIST (70k 28x28 grey
+  images, MIT) from the Debian package ``dataset-fashion-mnist``
+  (``/usr/share/datasets/fashion-mnist``), ``$AW_KERAS_FASHION_MNIST_DIR``, or
+  Keras's cache (``$KERAS_HOME/datasets/fashion-mnist``, default ``~/.keras``).
+  The last 5,000 training images are held out as the validation split.
+- ``folder:PATH`` (or an existing directory): ``PATH/<split>/<class>/*.png|jpg``
+  with splits ``train`` and ``val``/``validation`` (and optionally ``test``).
+- ``tfds:NAME`` with ``data_dir``: an already prepared tensorflow-datasets
+  dataset. Nothing is downloaded: prepare it first with
+  ``tfds build NAME --data_dir DIR`` on a machine with network access.
+"""
+
+import dataclasses
+import gzip
+import os
+
+import numpy as np
+
+FASHION_MNIST_CLASSES = (
+    "t-shirt/top", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+)
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+FASHION_MNIST_VALIDATION = 5000
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+HOW_TO_GET_DATA = (
+    "To get data: install the offline Fashion-MNIST with "
+    "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; files land in "
+    "/usr/share/datasets/fashion-mnist) or copy the four *-idx*-ubyte.gz files into "
+    "~/.keras/datasets/fashion-mnist (or $AW_KERAS_FASHION_MNIST_DIR); or pass "
+    "--dataset folder:PATH with PATH/train/<class>/*.png and PATH/val/<class>/*.png; "
+    "or --dataset tfds:NAME --data-dir DIR for a dataset prepared with "
+    "`tfds build NAME --data_dir DIR`."
+)
+
+
+class DataError(ValueError):
+    """A dataset spec that cannot be served; the message says how to fix it."""
+
+
+@dataclasses.dataclass
+class Split:
+    """One split. Exactly one of ``images`` (uint8 N,H,W,C), ``files`` (paths) or
+    ``tfds_split`` is set; ``labels`` is int32 (N,) except for tfds."""
+
+    num_examples: int
+    labels: np.ndarray = None
+    images: np.ndarray = None
+    files: np.ndarray = None
+    tfds_split: str = None
+
+    def take(self, count):
+        """The first ``count`` examples (all when ``count`` is None)."""
+        if count is None or count >= self.num_examples:
+            return self
+        if self.tfds_split is not None:
+            return dataclasses.replace(self, num_examples=count,
+                                       tfds_split=f"{self.tfds_split}[:{count}]")
+        return Split(
+            num_examples=count,
+            labels=self.labels[:count],
+            images=None if self.images is None else self.images[:count],
+            files=None if self.files is None else self.files[:count],
+        )
+
+
+@dataclasses.dataclass
+class Source:
+    """A dataset: splits ``train``, ``validation``, ``test`` plus metadata.
+
+    ``image_shape`` is (H, W, C) when every image has that shape, else
+    (None, None, C). ``mean``/``std`` are per-channel statistics on the 0-1 scale
+    (None: use the preset's defaults).
+    """
+
+    name: str
+    splits: dict
+    num_classes: int
+    image_shape: tuple
+    class_names: tuple = ()
+    mean: tuple = None
+    std: tuple = None
+    tfds_builder: object = None
+
+    @property
+    def channels(self):
+        return self.image_shape[-1]
+
+    def split(self, name):
+        if name not in self.splits:
+            raise DataError(f"Dataset {self.name!r} has no {name!r} split "
+                            f"(it has {sorted(self.splits)}).")
+        return self.splits[name]
+
+
+# ------------------------------------------------------------------ Fashion-MNIST
+
+
+def fashion_mnist_dirs():
+    """Directories searched for the Fashion-MNIST idx files, in order."""
+    dirs = []
+    if os.environ.get("AW_KERAS_FASHION_MNIST_DIR"):
+        dirs.append(os.environ["AW_KERAS_FASHION_MNIST_DIR"])
+    dirs.append("/usr/share/datasets/fashion-mnist")
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    dirs.append(os.path.join(keras_home, "datasets", "fashion-mnist"))
+    return dirs
+
+
+def find_fashion_mnist():
+    """The first directory holding all four files, or None."""
+    names = [f for pair in FASHION_MNIST_FILES.values() for f in pair]
+    for directory in fashion_mnist_dirs():
+        if all(os.path.isfile(os.path.join(directory, n)) for n in names):
+            return directory
+    return None
+
+
+def _read_idx(path, header_bytes, expected_magic):
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as error:
+        raise DataError(f"Cannot read {path}: {error}. The file is damaged; reinstall it. "
+                        + HOW_TO_GET_DATA) from error
+    magic = int.from_bytes(data[:4], "big")
+    if magic != expected_magic:
+        raise DataError(f"{path} is not an idx file (magic {magic}, expected {expected_magic}).")
+    return np.frombuffer(data, dtype=np.uint8, offset=header_bytes)
+
+
+def load_fashion_mnist(directory=None):
+    """Fashion-MNIST as a `Source` (train 55k, validation 5k, test 10k)."""
+    directory = directory or find_fashion_mnist()
+    if directory is None:
+        raise DataError(
+            "Fashion-MNIST was not found in any of "
+            f"{fashion_mnist_dirs()}. " + HOW_TO_GET_DATA
+        )
+    arrays = {}
+    for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
+        images = _read_idx(os.path.join(directory, images_name), 16, 2051)
+        labels = _read_idx(os.path.join(directory, labels_name), 8, 2049)
+        if images.size != labels.size * 28 * 28:
+            raise DataError(f"{directory}: {split} images and labels disagree in count "
+                            "(truncated file?). " + HOW_TO_GET_DATA)
+        arrays[split] = (images.reshape(-1, 28, 28, 1), labels.astype(np.int32))
+    train_x, train_y = arrays["train"]
+    cut = len(train_y) - FASHION_MNIST_VALIDATION
+    splits = {
+        "train": Split(cut, labels=train_y[:cut], images=train_x[:cut]),
+        "validation": Split(FASHION_MNIST_VALIDATION, labels=train_y[cut:], images=train_x[cut:]),
+        "test": Split(len(arrays["test"][1]), labels=arrays["test"][1], images=arrays["test"][0]),
+    }
+    return Source("fashion_mnist", splits, 10, (28, 28, 1), FASHION_MNIST_CLASSES,
+                  mean=(0.2860,), std=(0.3530,))
+
+
+# ------------------------------------------------------------------ image folders
+
+_SPLIT_DIRS = {"train": ("train",), "validation": ("val", "validation", "valid"),
+               "test": ("test",)}
+
+
+def load_image_folder(root):
+    """``root/<split>/<class>/*.png|jpg`` as a `Source` of files.
+
+    Class indices follow the sorted class-directory names of the train split.
+    Without a test split, test is the validation split.
+    """
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise DataError(f"Image folder {root!r} does not exist. Expected "
+                        "ROOT/train/<class>/*.png and ROOT/val/<class>/*.png.")
+    found = {}
+    for split, candidates in _SPLIT_DIRS.items():
+        for candidate in candidates:
+            if os.path.isdir(os.path.join(root, candidate)):
+                found[split] = os.path.join(root, candidate)
+                break
+    if "train" not in found or "validation" not in found:
+        raise DataError(
+            f"Image folder {root!r} needs the subdirectories train/ and val/ (or "
+            f"validation/), each with one directory per class; found {sorted(os.listdir(root))}."
+        )
+    class_names = tuple(sorted(
+        d for d in os.listdir(found["train"]) if os.path.isdir(os.path.join(found["train"], d))
+    ))
+    if len(class_names) < 2:
+        raise DataError(f"{found['train']!r} must hold at least two class directories, "
+                        f"found {list(class_names)}.")
+    index = {name: i for i, name in enumerate(class_names)}
+    splits = {}
+    for split, directory in found.items():
+        files, labels = [], []
+        for name in sorted(os.listdir(directory)):
+            class_dir = os.path.join(directory, name)
+            if not os.path.isdir(class_dir):
+                continue
+            if name not in index:
+                raise DataError(f"Class directory {class_dir!r} is not a class of the "
+                                f"train split {list(class_names)}.")
+            for file in sorted(os.listdir(class_dir)):
+                if file.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(os.path.join(class_dir, file))
+                    labels.append(index[name])
+        if not files:
+            raise DataError(f"No *.png/*.jpg images under {directory!r}.")
+        splits[split] = Split(len(files), labels=np.asarray(labels, np.int32),
+                              files=np.asarray(files))
+    splits.setdefault("test", splits["validation"])
+    image_shape = _probe_image_shape(splits["train"].files[0])
+    return Source(f"folder:{root}", splits, len(class_names), image_shape, class_names)
+
+
+def _probe_image_shape(path):
+    import tensorflow as tf
+
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+    except Exception as error:  # noqa: BLE001 - tf raises several types here
+        raise DataError(f"Cannot decode image {path!r}: {error}") from error
+    height, width, channels = image.shape
+    channels = 1 if channels == 1 else 3
+    return (int(height), int(width), channels)
+
+
+# ------------------------------------------------------------ tensorflow-datasets
+
+
+def load_tfds(name, data_dir=None):
+    """A prepared tensorflow-datasets dataset as a `Source`; never downloads."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise DataError("--dataset tfds:NAME needs tensorflow-datasets: "
+                        "pip install 'aw_keras[data]'.") from error
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise DataError(f"--data-dir {data_dir!r} does not exist. " + HOW_TO_GET_DATA)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # noqa: BLE001 - tfds raises DatasetNotFoundError & co
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise DataError(f"Unknown tensorflow-datasets name {name!r} ({first_line}). "
+                        "See `tfds.list_builders()`.") from error
+    info = builder.info
+    if not _tfds_ready(builder):
+        raise DataError(
+            f"tensorflow-datasets {name!r} is not prepared in "
+            f"{data_dir or '~/tensorflow_datasets'} and aw-train does not download. "
+            f"Run `tfds build {name} --data_dir DIR` where there is network, then pass "
+            "--data-dir DIR. " + HOW_TO_GET_DATA
+        )
+    keys = set(info.supervised_keys or ())
+    if not keys:
+        raise DataError(f"tensorflow-datasets {name!r} has no (image, label) supervised keys.")
+    image_key, label_key = info.supervised_keys
+    num_classes = info.features[label_key].num_classes
+    image_shape = tuple(info.features[image_key].shape)
+    available = dict(info.splits)
+    if "train" not in available:
+        raise DataError(f"tensorflow-datasets {name!r} has no 'train' split ({sorted(available)}).")
+    splits = {"train": Split(available["train"].num_examples, tfds_split="train")}
+    for split, candidates in (("validation", ("validation", "test")), ("test", ("test", "validation"))):
+        for candidate in candidates:
+            if candidate in available:
+                splits[split] = Split(available[candidate].num_examples, tfds_split=candidate)
+                break
+    if "validation" not in splits:
+        raise DataError(f"tensorflow-datasets {name!r} has no validation or test split.")
+    names = tuple(getattr(info.features[label_key], "names", ()) or ())
+    return Source(f"tfds:{name}", splits, num_classes, image_shape, names, tfds_builder=builder)
+
+
+def _tfds_ready(builder):
+    """True when the builder's data is on disk (or tfds.testing.mock_data is on)."""
+    if os.path.isdir(getattr(builder, "data_dir", "") or ""):
+        return True
+    # Under tfds.testing.mock_data, `as_dataset` is replaced by a function of
+    # tfds's testing module and serves fake examples without files.
+    import tensorflow_datasets as tfds
+
+    as_dataset = tfds.core.DatasetBuilder.as_dataset
+    return getattr(as_dataset, "__module__", "").endswith("testing.mocking")
+
+
+# ------------------------------------------------------------------------ entry
+
+
+def get_source(spec, data_dir=None):
+    """A `Source` from a dataset spec (see the module docstring)."""
+    if not isinstance(spec, str) or not spec:
+        raise DataError(f"--dataset must be a non-empty string, got {spec!r}.")
+    lowered = spec.lower()
+    if lowered in ("fashion_mnist", "fashion-mnist"):
+        return load_fashion_mnist(data_dir)
+    if lowered.startswith("tfds:"):
+        name = spec[5:]
+        if not name:
+            raise DataError("--dataset tfds:NAME needs a dataset name, e.g. tfds:cifar10.")
+        return load_tfds(name, data_dir)
+    if lowered.startswith("folder:"):
+        return load_image_folder(spec[7:])
+    if os.path.isdir(spec):
+        return load_image_folder(spec)
+    raise DataError(
+        f"Unknown dataset {spec!r}. Use 'fashion_mnist' (offline default), "
+        "'folder:PATH' (PATH/train/<class>/*.png, PATH/val/<class>/*.png) or "
+        "'tfds:NAME' with --data-dir. " + HOW_TO_GET_DATA
+    )

@@ -1,0 +1,1 @@
+"""aw-train: training, evaluation, checkpoints and plots."""

@@ -1,0 +1,148 @@
+"""``aw-train``: train a registered model on a dataset, with resumable checkpoints.
+
+Example:
+
+    aw-train aw_resnet_cifar --dataset fashion_mnist --epochs 3 --batch-size 128 \\
+        --out runs/aw_seed0 --seed 0
+    # killed? run the same command with --resume
+
+Exit status: 0 done, 2 bad input (nothing written or overwritten), 1 failure.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from aw_keras.train.run import RunConfig
+from aw_keras.train.run import UsageError
+
+
+def _int_at_least(minimum, flag):
+    def parse(text):
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(flag):
+    def parse(text):
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive number, got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _json_object(text):
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"--model-kwargs must be a JSON object such as '{{\"width\": 8}}', got {text!r} "
+            f"({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--model-kwargs must be a JSON object, got {text!r}")
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="aw-train",
+        description="Train a registered aw_keras model (see aw_keras.applications.list_models()) "
+                    "with checkpoints, TensorBoard logs, metrics and plots.",
+        epilog="Datasets: fashion_mnist (offline default), folder:PATH, tfds:NAME. "
+               "Multi-GPU: --strategy mirrored. Cluster: --strategy multiworker with TF_CONFIG "
+               "(docs/training.md).")
+    add = parser.add_argument
+    add("model", help="registered model name, e.g. resnet_cifar, aw_resnet_cifar, aw_resnet50")
+    add("--dataset", default="fashion_mnist",
+        help="fashion_mnist (default, offline), folder:PATH or tfds:NAME")
+    add("--data-dir", default=None, help="tfds data_dir, or the Fashion-MNIST directory")
+    add("--out", required=True, help="output directory (new/empty, or this run's with --resume)")
+    add("--epochs", type=_int_at_least(1, "--epochs"), default=None,
+        help="epochs (default: the preset's)")
+    add("--batch-size", type=_int_at_least(1, "--batch-size"), default=128,
+        help="global batch size (default 128)")
+    add("--preset", choices=("small", "imagenet"), default=None,
+        help="training recipe (default: small for images <= 64 px, else imagenet)")
+    add("--learning-rate", type=_positive_float("--learning-rate"), default=None,
+        help="peak learning rate (default: the preset's, scaled linearly with the batch size)")
+    add("--seed", type=_int_at_least(0, "--seed"), default=0)
+    add("--train-examples", type=_int_at_least(1, "--train-examples"), default=None,
+        help="use only the first N training images")
+    add("--val-examples", type=_int_at_least(1, "--val-examples"), default=None,
+        help="validate on only the first N validation images")
+    add("--model-kwargs", type=_json_object, default={},
+        help="JSON object of extra builder arguments, e.g. '{\"blocks\": [1, 1, 1]}'")
+    add("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add("--mixed-precision", action="store_true",
+        help="mixed_float16 on GPU, mixed_bfloat16 on CPU")
+    add("--jit", action="store_true", help="compile train/eval steps with XLA")
+    add("--strategy", choices=("mirrored", "multiworker"), default=None,
+        help="tf.distribute strategy (multiworker reads TF_CONFIG)")
+    add("--checkpoint-steps", type=_int_at_least(0, "--checkpoint-steps"), default=1000,
+        help="also checkpoint every N optimizer steps (0: only at epoch ends; default 1000)")
+    add("--keep-checkpoints", type=_int_at_least(1, "--keep-checkpoints"), default=3)
+    add("--attention-images", type=_int_at_least(0, "--attention-images"), default=4,
+        help="validation images in the attention-map plot (0: none)")
+    add("--verbose", type=int, choices=(0, 1, 2), default=None,
+        help="Keras progress: 1 bar, 2 one line per epoch (default: 1 on a terminal)")
+    return parser
+
+
+def _check_early(args):
+    """Checks that need no TensorFlow, so bad input fails in a second."""
+    from aw_keras import applications
+
+    if not applications.is_model(args.model.lower()):
+        # get_model_builder raises the message with close matches.
+        try:
+            applications.get_model_builder(args.model)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise UsageError(f"--data-dir {args.data_dir!r} does not exist or is not a directory.")
+    spec = args.dataset
+    if spec.lower().startswith("folder:") and not os.path.isdir(spec[7:]):
+        raise UsageError(f"--dataset {spec!r}: directory {spec[7:]!r} does not exist.")
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from aw_keras.data import DataError
+
+    try:
+        _check_early(args)
+        config = RunConfig(
+            model=args.model.lower(), dataset=args.dataset, out=args.out, epochs=args.epochs,
+            batch_size=args.batch_size, data_dir=args.data_dir, preset=args.preset,
+            model_kwargs=args.model_kwargs, seed=args.seed, learning_rate=args.learning_rate,
+            train_examples=args.train_examples, val_examples=args.val_examples,
+            resume=args.resume, mixed_precision=args.mixed_precision, jit=args.jit,
+            strategy=args.strategy, checkpoint_steps=args.checkpoint_steps,
+            keep_checkpoints=args.keep_checkpoints, attention_images=args.attention_images,
+            verbose=args.verbose)
+        from aw_keras.train.run import train
+
+        train(config)
+    except (UsageError, DataError) as error:
+        print(f"aw-train: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

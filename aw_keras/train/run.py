@@ -1,0 +1,454 @@
+"""One training run: output directory, model, optimizer, fit, evaluation, files.
+
+`train(config)` is what `aw-train` calls after parsing; see docs/training.md.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from aw_keras.train.checkpoint import CheckpointManager
+from aw_keras.train.checkpoint import atomic_write_json
+from aw_keras.train.checkpoint import remove_stale_temporaries
+
+RUN_FILE = "run.json"
+# Settings that define a run: resuming with any of them changed is refused.
+IDENTITY = ("model", "model_kwargs", "dataset", "data_dir", "preset", "epochs", "batch_size",
+            "seed", "train_examples", "val_examples", "learning_rate", "mixed_precision")
+
+
+class UsageError(ValueError):
+    """Bad input the user can fix; the CLI prints it and exits with status 2."""
+
+
+@dataclasses.dataclass
+class RunConfig:
+    model: str
+    dataset: str = "fashion_mnist"
+    out: str = "runs/run"
+    epochs: int = None            # None: the preset's
+    batch_size: int = 128
+    data_dir: str = None
+    preset: str = None            # None: "small" for <= 64 px images, else "imagenet"
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    learning_rate: float = None   # None: the preset's linear-scaling rule
+    train_examples: int = None
+    val_examples: int = None
+    resume: bool = False
+    mixed_precision: bool = False
+    jit: bool = False
+    strategy: str = None          # None | "mirrored" | "multiworker"
+    checkpoint_steps: int = 1000
+    keep_checkpoints: int = 3
+    attention_images: int = 4
+    verbose: int = None           # Keras fit verbosity; None: 1 on a terminal, else 2
+
+    def identity(self):
+        return {k: getattr(self, k) for k in IDENTITY}
+
+
+def log(message):
+    print(message, flush=True)
+
+
+# ----------------------------------------------------------------- output dir
+
+
+def _normalized(identity):
+    return json.loads(json.dumps(identity))
+
+
+def prepare_output_dir(config):
+    """Checks ``config.out``; returns True when there is a run to resume.
+
+    Refuses (UsageError, nothing touched) a non-empty directory that is not an
+    aw-train run, a run with different settings, and an existing run without
+    ``--resume``.
+    """
+    out = config.out
+    run_file = os.path.join(out, RUN_FILE)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out!r} exists and is not a directory.")
+    if os.path.isfile(run_file):
+        try:
+            with open(run_file) as f:
+                previous = json.load(f)["identity"]
+        except (OSError, ValueError, KeyError) as error:
+            raise UsageError(f"{run_file} is unreadable ({error}); refusing to touch {out!r}. "
+                             "Choose another --out.") from error
+        current = _normalized(config.identity())
+        changed = {k: (previous.get(k), current[k]) for k in current if previous.get(k) != current[k]}
+        if changed:
+            details = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in changed.items())
+            raise UsageError(
+                f"--out {out!r} holds a different run ({details}). Nothing was overwritten; "
+                "choose another --out, or repeat the original settings with --resume.")
+        if not config.resume:
+            raise UsageError(
+                f"--out {out!r} already holds this run. Pass --resume to continue it "
+                "(from its last checkpoint) or choose another --out; nothing was overwritten.")
+        return True
+    if os.path.isdir(out) and os.listdir(out):
+        raise UsageError(
+            f"--out {out!r} is not empty and holds no aw-train run ({RUN_FILE} missing); "
+            "refusing to write into it. Choose a new or empty directory.")
+    if config.resume:
+        log(f"[aw-train] --resume: no run in {out!r} yet, starting a new one.")
+    return False
+
+
+# --------------------------------------------------------------------- setup
+
+
+def make_strategy(name):
+    import tensorflow as tf
+
+    if name is None:
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise UsageError("--strategy multiworker needs the TF_CONFIG environment variable "
+                             "(cluster and task); see docs/training.md.")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UsageError(f"--strategy must be 'mirrored' or 'multiworker', got {name!r}.")
+
+
+def worker_role(strategy):
+    """(is_chief, task label) under multi-worker training."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True, "chief"
+    task_type, task_id = resolver.task_type, resolver.task_id
+    chief = task_type == "chief" or (task_type == "worker" and task_id == 0
+                                     and "chief" not in resolver.cluster_spec().as_dict())
+    return chief, f"{task_type}-{task_id}"
+
+
+def build_model(config, source, preset):
+    from aw_keras import applications
+    from aw_keras.data import image_shape
+
+    kwargs = dict(config.model_kwargs)
+    kwargs.setdefault("input_shape", image_shape(source, preset))
+    kwargs.setdefault("classes", source.num_classes)
+    try:
+        return applications.get_model(config.model, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"Cannot build model {config.model!r} with {kwargs}: {error}") from error
+
+
+def make_optimizer(config, preset, steps, lr):
+    import keras
+
+    from aw_keras.train.optimizers import SGDL2
+
+    total = steps * config.epochs
+    if preset.schedule == "step":
+        boundaries = [steps * e for e in range(preset.step_epochs, config.epochs, preset.step_epochs)]
+        values = [lr * preset.step_factor ** i for i in range(len(boundaries) + 1)]
+        schedule = (keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+                    if boundaries else lr)
+    else:
+        warmup = min(int(round(preset.warmup_epochs * steps)), total - 1)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else lr, max(1, total - warmup),
+            warmup_target=lr if warmup else None, warmup_steps=warmup)
+    return SGDL2(schedule, momentum=preset.momentum, nesterov=preset.nesterov,
+                 l2=preset.weight_decay)
+
+
+def current_lr(optimizer):
+    lr = optimizer.learning_rate
+    return float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
+
+
+# ----------------------------------------------------------------- callback
+
+
+def _keras_callback_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class RunKeeper(_keras_callback_base()):
+    """History, timing, best model and checkpoints (every N steps, every epoch)."""
+
+    def __init__(self, config, manager, state, steps, is_chief, best_path):
+        super().__init__()
+        self.config, self.manager, self.state = config, manager, state
+        self.steps, self.is_chief, self.best_path = steps, is_chief, best_path
+        self._epoch_start = None
+        self._train_seconds = 0.0
+        self._steps_this_epoch = 0
+
+    def _global_step(self):
+        return int(np.asarray(self.model.optimizer.iterations.numpy()))
+
+    def save(self):
+        if self.is_chief:
+            self.manager.save(self.model, self.model.optimizer, self.state)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+        self._steps_this_epoch = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps_this_epoch += 1
+        self._train_seconds = time.perf_counter() - self._epoch_start
+        every = self.config.checkpoint_steps
+        step = self._global_step()
+        if every and step % every == 0 and step % self.steps:
+            self.state.update(global_step=step, step_in_epoch=step % self.steps)
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        entry = {"epoch": epoch + 1, "lr_end": current_lr_at(self.model.optimizer),
+                 "train_seconds": round(self._train_seconds, 3),
+                 "train_steps": self._steps_this_epoch,
+                 "images_per_second": round(self._steps_this_epoch * self.config.batch_size
+                                            / max(self._train_seconds, 1e-9), 2),
+                 "first_epoch_of_process": not self.state.get("_seen_epoch_in_process", False),
+                 **logs}
+        self.state["_seen_epoch_in_process"] = True
+        self.state["history"] = [h for h in self.state["history"] if h["epoch"] != epoch + 1]
+        self.state["history"].append(entry)
+        val = logs.get("val_accuracy")
+        improved = val is not None and (self.state.get("best_val_accuracy") is None
+                                        or val > self.state["best_val_accuracy"])
+        if improved:
+            self.state.update(best_val_accuracy=val, best_epoch=epoch + 1)
+            if self.is_chief:
+                save_model_atomically(self.model, self.best_path)
+        self.state.update(epoch=epoch + 1, step_in_epoch=0, global_step=self._global_step())
+        self.save()
+        if self.is_chief:
+            write_history(self.config.out, self.state["history"])
+
+
+def current_lr_at(optimizer):
+    try:
+        return current_lr(optimizer)
+    except Exception:  # noqa: BLE001 - schedules evaluate lazily on some versions
+        return None
+
+
+def save_model_atomically(model, path):
+    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.path.basename(path)}.{os.getpid()}.keras")
+    model.save(tmp, include_optimizer=False)
+    os.replace(tmp, path)
+
+
+def write_history(out, history):
+    clean = [{k: v for k, v in h.items() if not k.startswith("_")} for h in history]
+    atomic_write_json(os.path.join(out, "history.json"), clean)
+
+
+# ---------------------------------------------------------------------- train
+
+
+def _one_hot(num_classes):
+    import tensorflow as tf
+
+    def fn(images, labels):
+        return images, tf.one_hot(labels, num_classes)
+
+    return fn
+
+
+def train(config):
+    """Runs (or resumes) ``config``; returns the metrics dict."""
+    import keras
+    import tensorflow as tf
+
+    from aw_keras import data
+
+    strategy = make_strategy(config.strategy)  # first: multi-worker needs it early
+    is_chief, role = worker_role(strategy)
+    source = data.get_source(config.dataset, config.data_dir)
+    if config.preset is None:
+        height = source.image_shape[0]
+        config.preset = "small" if height is not None and height <= 64 else "imagenet"
+    preset = data.get_preset(config.preset)
+    if config.epochs is None:
+        config.epochs = preset.epochs
+    lr = config.learning_rate or preset.learning_rate(config.batch_size)
+    resuming = prepare_output_dir(config) if is_chief else os.path.isdir(config.out)
+
+    if config.mixed_precision:
+        on_gpu = bool(tf.config.list_logical_devices("GPU"))
+        keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+    keras.utils.set_random_seed(config.seed)
+
+    train_split = source.split("train").take(config.train_examples)
+    steps = data.pipeline.steps_per_epoch(train_split.num_examples, config.batch_size)
+    with strategy.scope():
+        model = build_model(config, source, preset)
+        optimizer = make_optimizer(config, preset, steps, lr)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=preset.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                     keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")],
+            jit_compile=bool(config.jit),
+        )
+        optimizer.build(model.trainable_variables)
+
+    # Everything above can fail on bad input; only now is the output directory written.
+    out = config.out
+    worker_dir = out if is_chief else os.path.join(out, "workers", role)
+    os.makedirs(worker_dir, exist_ok=True)
+    if is_chief:
+        remove_stale_temporaries(out)
+        if not resuming:
+            atomic_write_json(os.path.join(out, RUN_FILE), {
+                "identity": _normalized(config.identity()),
+                "config": _normalized(dataclasses.asdict(config)),
+                "preset": preset.to_dict(), "learning_rate": lr,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            })
+
+    manager = CheckpointManager(os.path.join(out, "checkpoints"), keep=config.keep_checkpoints,
+                                log=log)
+    state = manager.restore_latest(model, optimizer) if resuming else None
+    if state is None:
+        state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [],
+                 "best_val_accuracy": None, "best_epoch": None}
+    state.pop("_seen_epoch_in_process", None)
+
+    one_hot = _one_hot(source.num_classes)
+    val_ds = data.eval_dataset(source, "validation", preset, config.batch_size,
+                               config.val_examples).map(one_hot)
+    keeper = RunKeeper(config, manager, state, steps, is_chief, os.path.join(out, "best.keras"))
+    callbacks = [keeper]
+    if is_chief:
+        if tensorboard_available():
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"),
+                                                         profile_batch=0))
+        else:
+            log("[aw-train] TensorBoard logs skipped: the `tensorboard` package is not "
+                "installed (pip install tensorboard).")
+    verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
+
+    epoch, skip = state["epoch"], state["step_in_epoch"]
+    log(f"[aw-train] {config.model} on {source.name} ({train_split.num_examples} train images, "
+        f"{steps} steps/epoch of {config.batch_size}), preset {preset.name}, lr {lr:g}, "
+        f"epochs {epoch}->{config.epochs}, {strategy.num_replicas_in_sync} replica(s), "
+        f"params {model.count_params():,}")
+    if skip and epoch < config.epochs:
+        # Finish the interrupted epoch on exactly the batches it had left.
+        ds, _ = data.train_dataset(source, preset, config.batch_size, config.seed, epoch,
+                                   epoch + 1, skip_steps=skip,
+                                   num_examples=config.train_examples)
+        model.fit(ds.map(one_hot), initial_epoch=epoch, epochs=epoch + 1,
+                  steps_per_epoch=steps - skip, validation_data=val_ds,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
+        epoch = state["epoch"]
+    if epoch < config.epochs:
+        ds, _ = data.train_dataset(source, preset, config.batch_size, config.seed, epoch,
+                                   config.epochs, num_examples=config.train_examples)
+        model.fit(ds.map(one_hot), initial_epoch=epoch, epochs=config.epochs,
+                  steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
+                  verbose=verbose, shuffle=False)
+    elif resuming:
+        log(f"[aw-train] all {config.epochs} epochs were already done; evaluating.")
+
+    metrics = finish(config, model, source, preset, state, is_chief, worker_dir, one_hot)
+    return metrics
+
+
+def tensorboard_available():
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def _train_images_per_second(history):
+    steady = [h for h in history if not h.get("first_epoch_of_process")] or history
+    seconds = sum(h["train_seconds"] for h in steady)
+    images = sum(h["images_per_second"] * h["train_seconds"] for h in steady)
+    return round(images / seconds, 2) if seconds else None
+
+
+def _gflops(model):
+    try:
+        from aw_keras.utils import count_flops
+    except ImportError:
+        return None
+    try:
+        return round(float(count_flops(model)) / 1e9, 6)
+    except Exception as error:  # noqa: BLE001 - report, never fail the run on it
+        log(f"[aw-train] count_flops failed: {error}")
+        return None
+
+
+def _weights_digest(model):
+    import hashlib
+
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(np.asarray(weight.numpy(), np.float32)).tobytes())
+    return digest.hexdigest()
+
+
+def finish(config, model, source, preset, state, is_chief, worker_dir, one_hot):
+    from aw_keras import data
+
+    test_ds = data.eval_dataset(source, "test", preset, config.batch_size).map(one_hot)
+    start = time.perf_counter()
+    last = model.evaluate(test_ds, return_dict=True, verbose=0)
+    eval_seconds = time.perf_counter() - start
+    digest = _weights_digest(model)
+    metrics = {
+        "model": config.model, "dataset": source.name, "seed": config.seed,
+        "epochs": state["epoch"], "params": int(model.count_params()),
+        "gflops": _gflops(model),
+        "test_examples": source.split("test").num_examples,
+        "top1_error": round(1.0 - float(last["accuracy"]), 6),
+        "top5_error": round(1.0 - float(last["top5"]), 6),
+        "test_loss": round(float(last["loss"]), 6),
+        "train_images_per_second": _train_images_per_second(state["history"]),
+        "eval_images_per_second": round(source.split("test").num_examples / eval_seconds, 2),
+        "best_epoch": state.get("best_epoch"),
+        "best_val_accuracy": state.get("best_val_accuracy"),
+        "weights_sha256": digest,
+        "note": "top1/top5 errors are of the last model on the test split; the best model "
+                "is chosen on the validation split",
+    }
+    best_path = os.path.join(config.out, "best.keras")
+    if is_chief:
+        save_model_atomically(model, os.path.join(config.out, "last.keras"))
+        if os.path.isfile(best_path):
+            import keras
+
+            best = keras.models.load_model(best_path, compile=False)
+            best.compile(loss=model.loss, metrics=[
+                keras.metrics.CategoricalAccuracy(name="accuracy"),
+                keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")])
+            result = best.evaluate(test_ds, return_dict=True, verbose=0)
+            metrics["best_top1_error"] = round(1.0 - float(result["accuracy"]), 6)
+            metrics["best_top5_error"] = round(1.0 - float(result["top5"]), 6)
+        write_history(config.out, state["history"])
+        atomic_write_json(os.path.join(config.out, "metrics.json"), metrics)
+        try:
+            from aw_keras.train import plots
+
+            written = plots.write_all(config.out, state["history"], model, source, preset,
+                                      config.attention_images)
+            log("[aw-train] plots: " + ", ".join(written))
+        except Exception as error:  # noqa: BLE001 - plots are a convenience
+            log(f"[aw-train] could not write plots: {type(error).__name__}: {error}")
+    else:
+        atomic_write_json(os.path.join(worker_dir, "worker.json"),
+                          {"weights_sha256": digest, "epochs": state["epoch"]})
+    log(f"[aw-train] test top-1 error {metrics['top1_error']:.4f}, top-5 error "
+        f"{metrics['top5_error']:.4f}, train {metrics['train_images_per_second']} images/s")
+    return metrics
