@@ -118,10 +118,19 @@ def per_sample_kernels(kernel, scale):
 
 
 def taps(inputs, kernel, scale, geometry, training=False):
-    """Tap decomposition: one 1x1 product per tap (and input-channel group)."""
+    """Tap decomposition: one 1x1 product per tap (and input-channel group).
+
+    For training with one input-channel group and a kernel much deeper than the
+    output is large (ResNet's last stage), the taps go through one batched
+    matmul instead, whose backward pass was measured faster there.
+    """
     padded, out_size = pad_for_taps(inputs, geometry)
     kh, kw, channels_in, channels_out = kernel.shape
     groups = scale.shape[3]
+    static_out = all(isinstance(v, int) for v in out_size)
+    if (training and groups == 1 and kh * kw > 1 and static_out
+            and channels_in >= 2 * out_size[0] * out_size[1]):
+        return _taps_batched(padded, kernel, scale, out_size, geometry)
     partials = []
     for j in range(kh):
         for k in range(kw):
@@ -134,6 +143,23 @@ def taps(inputs, kernel, scale, geometry, training=False):
                     _grouped_tap(window, kernel[j, k], scale[:, j, k], out_size)
                 )
     return tf.add_n(partials)
+
+
+def _taps_batched(padded, kernel, scale, out_size, geometry):
+    """All taps as one (T, M, C1) @ (T, C1, C2) matmul, then a scaled sum over T."""
+    kh, kw, channels_in, channels_out = kernel.shape
+    taps_count = kh * kw
+    oh, ow = out_size
+    batch = _dim(padded, 0)
+    windows = tf.stack(
+        [tf.reshape(tap_slice(padded, j, k, out_size, geometry), [-1, channels_in])
+         for j in range(kh) for k in range(kw)]
+    )
+    products = tf.matmul(windows, tf.reshape(kernel, [taps_count, channels_in, channels_out]))
+    products = tf.reshape(products, [taps_count, batch, oh * ow, channels_out])
+    tap_scale = tf.transpose(tf.reshape(scale, [batch, taps_count, channels_out]), [1, 0, 2])
+    summed = tf.reduce_sum(products * tap_scale[:, :, None, :], axis=0)
+    return tf.reshape(summed, [batch, oh, ow, channels_out])
 
 
 def _grouped_tap(window, tap_kernel, tap_scale, out_size):

@@ -32,17 +32,26 @@ def sample_indices(shape, count, rng):
     return [np.unravel_index(i, shape) for i in flat]
 
 
-@pytest.mark.parametrize("input_channel_reduction", [None, 2])
+CASES = {
+    "stride2_one_group": (None, 2, (2, 5, 6, 4)),
+    "stride2_two_groups": (2, 2, (2, 5, 6, 4)),
+    # C1 >= 2 * Ho * Wo: the batched-matmul path of `taps` in training.
+    "deep_small_output": (None, 1, (2, 2, 2, 8)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-def test_gradients_match_finite_differences(implementation, input_channel_reduction):
+def test_gradients_match_finite_differences(implementation, case):
+    input_channel_reduction, strides, input_shape = CASES[case]
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
-    layer = AWConv2D(4, 3, strides=2, padding="same", reduction_ratio=2, dtype="float64",
+    layer = AWConv2D(4, 3, strides=strides, padding="same", reduction_ratio=2, dtype="float64",
                      input_channel_reduction=input_channel_reduction,
                      implementation=implementation)
-    x = tf.Variable(rng.normal(size=(2, 5, 6, 4)))
+    x = tf.Variable(rng.normal(size=input_shape))
     layer.build(x.shape)
-    weights_out = tf.constant(rng.normal(size=(2, 3, 3, 4)))
+    weights_out = tf.constant(rng.normal(size=layer.compute_output_shape(input_shape)))
 
     def loss():
         # training=True: BN uses batch statistics, the harder path to differentiate.

@@ -61,6 +61,9 @@ GEOMETRIES = {
         (3, 7, 9, 4),
     ),
     "no_bias": (dict(filters=6, kernel_size=3, use_bias=False), (3, 7, 9, 4)),
+    # C1 >= 2 * Ho * Wo: `taps` takes its batched-matmul path when training.
+    "deep_small_output": (dict(filters=6, kernel_size=3, padding="same"), (3, 2, 2, 8)),
+    "deep_small_output_stride2": (dict(filters=6, kernel_size=3, strides=2, padding="same"), (3, 3, 3, 8)),
 }
 
 
