@@ -92,6 +92,11 @@ class _Loader:
         return tf.cast(image, tf.uint8), tf.cast(label, tf.int32)
 
 
+def _single(args):
+    """tf.data passes tuple elements as several arguments; regroup them."""
+    return args[0] if len(args) == 1 else args
+
+
 def _normalize(image, mean, std):
     image = tf.cast(image, tf.float32) / 255.0
     return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
@@ -203,7 +208,7 @@ def eval_dataset(source, split_name, preset, batch_size, num_examples=None):
     loader = _Loader(source, split)
     transform = _eval_transform(preset, image_shape(source, preset),
                                 *normalization(source, preset))
-    ds = loader.base().map(lambda element: transform(*loader(element)),
+    ds = loader.base().map(lambda *element: transform(*loader(_single(element))),
                            num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(AUTOTUNE).with_options(_options())
 

@@ -156,10 +156,11 @@ def load_fashion_mnist(directory=None):
                             "(truncated file?). " + HOW_TO_GET_DATA)
         arrays[split] = (images.reshape(-1, 28, 28, 1), labels.astype(np.int32))
     train_x, train_y = arrays["train"]
-    cut = len(train_y) - FASHION_MNIST_VALIDATION
+    # The real files have 60,000 training images; small copies (tests) keep 1/6.
+    cut = len(train_y) - min(FASHION_MNIST_VALIDATION, len(train_y) // 6)
     splits = {
         "train": Split(cut, labels=train_y[:cut], images=train_x[:cut]),
-        "validation": Split(FASHION_MNIST_VALIDATION, labels=train_y[cut:], images=train_x[cut:]),
+        "validation": Split(len(train_y) - cut, labels=train_y[cut:], images=train_x[cut:]),
         "test": Split(len(arrays["test"][1]), labels=arrays["test"][1], images=arrays["test"][0]),
     }
     return Source("fashion_mnist", splits, 10, (28, 28, 1), FASHION_MNIST_CLASSES,
@@ -267,14 +268,18 @@ def load_tfds(name, data_dir=None):
     image_key, label_key = info.supervised_keys
     num_classes = info.features[label_key].num_classes
     image_shape = tuple(info.features[image_key].shape)
-    available = dict(info.splits)
+    available = {k: v.num_examples for k, v in dict(info.splits).items()}
+    if not available and _tfds_mocked():
+        # tfds.testing.mock_data without metadata: splits are whatever is asked for.
+        available = {split: int(builder.as_dataset(split=split).cardinality())
+                     for split in ("train", "test")}
     if "train" not in available:
         raise DataError(f"tensorflow-datasets {name!r} has no 'train' split ({sorted(available)}).")
-    splits = {"train": Split(available["train"].num_examples, tfds_split="train")}
+    splits = {"train": Split(available["train"], tfds_split="train")}
     for split, candidates in (("validation", ("validation", "test")), ("test", ("test", "validation"))):
         for candidate in candidates:
             if candidate in available:
-                splits[split] = Split(available[candidate].num_examples, tfds_split=candidate)
+                splits[split] = Split(available[candidate], tfds_split=candidate)
                 break
     if "validation" not in splits:
         raise DataError(f"tensorflow-datasets {name!r} has no validation or test split.")
@@ -284,10 +289,12 @@ def load_tfds(name, data_dir=None):
 
 def _tfds_ready(builder):
     """True when the builder's data is on disk (or tfds.testing.mock_data is on)."""
-    if os.path.isdir(getattr(builder, "data_dir", "") or ""):
-        return True
-    # Under tfds.testing.mock_data, `as_dataset` is replaced by a function of
-    # tfds's testing module and serves fake examples without files.
+    return os.path.isdir(getattr(builder, "data_dir", "") or "") or _tfds_mocked()
+
+
+def _tfds_mocked():
+    """True inside tfds.testing.mock_data, which replaces `as_dataset` by a function
+    of tfds's testing module serving fake examples without files."""
     import tensorflow_datasets as tfds
 
     as_dataset = tfds.core.DatasetBuilder.as_dataset

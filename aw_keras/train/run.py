@@ -144,6 +144,37 @@ def build_model(config, source, preset):
         raise UsageError(f"Cannot build model {config.model!r} with {kwargs}: {error}") from error
 
 
+def all_layers(layer, seen=None):
+    """``layer`` and every layer reachable from it: ``layers`` of models and the
+    sublayers held as attributes (e.g. AWConv2D's ``squeeze_bn``)."""
+    import keras
+
+    seen = set() if seen is None else seen
+    if id(layer) in seen:
+        return []
+    seen.add(id(layer))
+    found = [layer]
+    children = list(getattr(layer, "layers", []) or [])
+    for value in vars(layer).values():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        children.extend(v for v in values if isinstance(v, keras.layers.Layer))
+    for child in children:
+        found.extend(all_layers(child, seen))
+    return found
+
+
+def set_bn_momentum(model, momentum):
+    """Sets every BatchNormalization momentum; returns how many were set."""
+    import keras
+
+    count = 0
+    for layer in all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+            count += 1
+    return count
+
+
 def make_optimizer(config, preset, steps, lr):
     import keras
 
@@ -292,6 +323,8 @@ def train(config):
     steps = data.pipeline.steps_per_epoch(train_split.num_examples, config.batch_size)
     with strategy.scope():
         model = build_model(config, source, preset)
+        if preset.bn_momentum is not None:
+            set_bn_momentum(model, preset.bn_momentum)
         optimizer = make_optimizer(config, preset, steps, lr)
         model.compile(
             optimizer=optimizer,
@@ -343,6 +376,15 @@ def train(config):
         f"{steps} steps/epoch of {config.batch_size}), preset {preset.name}, lr {lr:g}, "
         f"epochs {epoch}->{config.epochs}, {strategy.num_replicas_in_sync} replica(s), "
         f"params {model.count_params():,}")
+    if config.strategy == "multiworker":
+        # Keras 3's fit cannot run MultiWorkerMirroredStrategy (keras-team/keras#20585:
+        # its symbolic build reduces the nested input batch and fails), so multi-worker
+        # training runs this plain loop: strategy.run over the distributed dataset,
+        # gradients all-reduced by the optimizer, the same callback.
+        multiworker_fit(model, strategy, source, preset, config, state, steps, val_ds,
+                        keeper, one_hot)
+        epoch = config.epochs
+        skip = 0
     if skip and epoch < config.epochs:
         # Finish the interrupted epoch on exactly the batches it had left.
         ds, _ = data.train_dataset(source, preset, config.batch_size, config.seed, epoch,
@@ -371,6 +413,99 @@ def tensorboard_available():
     return importlib.util.find_spec("tensorboard") is not None
 
 
+def evaluate_local(model, dataset):
+    """Loss, top-1 and top-5 accuracy of ``model`` on ``dataset`` without
+    Model.evaluate (which multi-worker Keras 3 cannot run); same on every worker."""
+    import keras
+    import tensorflow as tf
+
+    loss_fn = keras.losses.CategoricalCrossentropy(reduction="sum")
+
+    @tf.function
+    def batch_stats(x, y):
+        p = tf.cast(model(x, training=False), tf.float32)
+        true = tf.argmax(y, axis=-1, output_type=tf.int32)
+        top1 = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(p, -1, output_type=tf.int32), true),
+                                     tf.float32))
+        top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(true, p, min(5, p.shape[-1])), tf.float32))
+        return loss_fn(y, p), top1, top5, tf.cast(tf.shape(x)[0], tf.float32)
+
+    totals = np.zeros(4)
+    for x, y in dataset:
+        totals += np.array([float(v) for v in batch_stats(x, y)])
+    n = max(totals[3], 1.0)
+    return {"loss": totals[0] / n, "accuracy": totals[1] / n, "top5": totals[2] / n}
+
+
+def multiworker_fit(model, strategy, source, preset, config, state, steps, val_ds, keeper,
+                    one_hot):
+    import keras
+    import tensorflow as tf
+
+    from aw_keras import data
+
+    loss_fn = keras.losses.CategoricalCrossentropy(
+        label_smoothing=preset.label_smoothing, reduction="none")
+    optimizer = model.optimizer
+
+    @tf.function
+    def train_step(iterator):
+        def replica_step(x, y):
+            with tf.GradientTape() as tape:
+                p = model(x, training=True)
+                per_example = loss_fn(y, tf.cast(p, tf.float32))
+                loss = tf.nn.compute_average_loss(per_example,
+                                                  global_batch_size=config.batch_size)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(p, -1), tf.argmax(y, -1)),
+                                            tf.float32))
+            return loss, correct / config.batch_size
+
+        loss, accuracy = strategy.run(replica_step, args=next(iterator))
+        return (strategy.reduce("SUM", loss, axis=None),
+                strategy.reduce("SUM", accuracy, axis=None))
+
+    moving = [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
+
+    @tf.function
+    def mean_over_workers():
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            return context.all_reduce("MEAN", [tf.identity(v.value) for v in moving])
+
+        return strategy.run(replica_fn)
+
+    def sync_moving_statistics():
+        # Each worker updates BN moving statistics on its own shard; average them so
+        # every worker holds the same model (validation, checkpoints, final weights).
+        if moving:
+            values = mean_over_workers()
+            for variable, value in zip(moving, values):
+                variable.assign(strategy.experimental_local_results(value)[0])
+
+    keeper.set_model(model)
+    epoch, skip = state["epoch"], state["step_in_epoch"]
+    ds, _ = data.train_dataset(source, preset, config.batch_size, config.seed, epoch,
+                               config.epochs, skip_steps=skip, num_examples=config.train_examples)
+    iterator = iter(strategy.experimental_distribute_dataset(ds.map(one_hot)))
+    for current in range(epoch, config.epochs):
+        keeper.on_epoch_begin(current)
+        losses, accuracies = [], []
+        for step in range(skip if current == epoch else 0, steps):
+            loss, accuracy = train_step(iterator)
+            losses.append(float(loss))
+            accuracies.append(float(accuracy))
+            keeper.on_train_batch_end(step)
+        sync_moving_statistics()
+        val = evaluate_local(model, val_ds)
+        logs = {"loss": float(np.mean(losses)), "accuracy": float(np.mean(accuracies)),
+                **{f"val_{k}": float(v) for k, v in val.items()}}
+        log(f"Epoch {current + 1}/{config.epochs} - " + " - ".join(
+            f"{k}: {v:.4f}" for k, v in logs.items()))
+        keeper.on_epoch_end(current, logs)
+
+
 def _train_images_per_second(history):
     steady = [h for h in history if not h.get("first_epoch_of_process")] or history
     seconds = sum(h["train_seconds"] for h in steady)
@@ -390,11 +525,11 @@ def _gflops(model):
         return None
 
 
-def _weights_digest(model):
+def _weights_digest(model, trainable_only=False):
     import hashlib
 
     digest = hashlib.sha256()
-    for weight in model.weights:
+    for weight in (model.trainable_weights if trainable_only else model.weights):
         digest.update(np.ascontiguousarray(np.asarray(weight.numpy(), np.float32)).tobytes())
     return digest.hexdigest()
 
@@ -404,7 +539,10 @@ def finish(config, model, source, preset, state, is_chief, worker_dir, one_hot):
 
     test_ds = data.eval_dataset(source, "test", preset, config.batch_size).map(one_hot)
     start = time.perf_counter()
-    last = model.evaluate(test_ds, return_dict=True, verbose=0)
+    if config.strategy == "multiworker":
+        last = evaluate_local(model, test_ds)
+    else:
+        last = model.evaluate(test_ds, return_dict=True, verbose=0)
     eval_seconds = time.perf_counter() - start
     digest = _weights_digest(model)
     metrics = {
@@ -420,6 +558,7 @@ def finish(config, model, source, preset, state, is_chief, worker_dir, one_hot):
         "best_epoch": state.get("best_epoch"),
         "best_val_accuracy": state.get("best_val_accuracy"),
         "weights_sha256": digest,
+        "trainable_weights_sha256": _weights_digest(model, trainable_only=True),
         "note": "top1/top5 errors are of the last model on the test split; the best model "
                 "is chosen on the validation split",
     }
@@ -430,10 +569,7 @@ def finish(config, model, source, preset, state, is_chief, worker_dir, one_hot):
             import keras
 
             best = keras.models.load_model(best_path, compile=False)
-            best.compile(loss=model.loss, metrics=[
-                keras.metrics.CategoricalAccuracy(name="accuracy"),
-                keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")])
-            result = best.evaluate(test_ds, return_dict=True, verbose=0)
+            result = evaluate_local(best, test_ds)
             metrics["best_top1_error"] = round(1.0 - float(result["accuracy"]), 6)
             metrics["best_top5_error"] = round(1.0 - float(result["top5"]), 6)
         write_history(config.out, state["history"])
@@ -448,7 +584,8 @@ def finish(config, model, source, preset, state, is_chief, worker_dir, one_hot):
             log(f"[aw-train] could not write plots: {type(error).__name__}: {error}")
     else:
         atomic_write_json(os.path.join(worker_dir, "worker.json"),
-                          {"weights_sha256": digest, "epochs": state["epoch"]})
+                          {"weights_sha256": digest, "epochs": state["epoch"],
+                           "trainable_weights_sha256": _weights_digest(model, True)})
     log(f"[aw-train] test top-1 error {metrics['top1_error']:.4f}, top-5 error "
         f"{metrics['top5_error']:.4f}, train {metrics['train_images_per_second']} images/s")
     return metrics

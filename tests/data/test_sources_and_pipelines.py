@@ -1,0 +1,180 @@
+"""aw_keras.data: sources (Fashion-MNIST files, image folders, mocked tfds) and the
+deterministic tf.data pipelines. All data is made locally; nothing touches the network."""
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from aw_keras import data
+from aw_keras.data import sources
+
+
+def _write_idx(directory, prefix, images, labels):
+    with gzip.open(os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz"), "wb") as f:
+        f.write((2051).to_bytes(4, "big") + len(images).to_bytes(4, "big")
+                + (28).to_bytes(4, "big") + (28).to_bytes(4, "big") + images.tobytes())
+    with gzip.open(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"), "wb") as f:
+        f.write((2049).to_bytes(4, "big") + len(labels).to_bytes(4, "big") + labels.tobytes())
+
+
+@pytest.fixture
+def fake_fashion(tmp_path):
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    test = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    _write_idx(tmp_path, "train", train, (np.arange(60) % 10).astype(np.uint8))
+    _write_idx(tmp_path, "t10k", test, (np.arange(12) % 10).astype(np.uint8))
+    return tmp_path, train, test
+
+
+def test_fashion_mnist_files_are_read_exactly(fake_fashion, monkeypatch):
+    directory, train, test = fake_fashion
+    monkeypatch.setenv("AW_KERAS_FASHION_MNIST_DIR", str(directory))
+    source = data.get_source("fashion_mnist")
+    assert source.num_classes == 10 and source.image_shape == (28, 28, 1)
+    assert source.split("train").num_examples == 50
+    assert source.split("validation").num_examples == 10
+    np.testing.assert_array_equal(source.split("train").images[..., 0], train[:50])
+    np.testing.assert_array_equal(source.split("validation").images[..., 0], train[50:])
+    np.testing.assert_array_equal(source.split("test").images[..., 0], test)
+    np.testing.assert_array_equal(source.split("test").labels, np.arange(12) % 10)
+
+
+def test_truncated_fashion_file_is_a_clear_error(fake_fashion):
+    directory, _, _ = fake_fashion
+    path = os.path.join(directory, "t10k-images-idx3-ubyte.gz")
+    blob = open(path, "rb").read()
+    open(path, "wb").write(blob[: len(blob) // 2])
+    with pytest.raises(data.DataError, match="damaged|disagree"):
+        data.load_fashion_mnist(str(directory))
+
+
+def test_no_data_anywhere_says_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(sources, "fashion_mnist_dirs", lambda: [str(tmp_path / "nothing")])
+    with pytest.raises(data.DataError, match="apt-get install dataset-fashion-mnist"):
+        data.get_source("fashion_mnist")
+    with pytest.raises(data.DataError, match="Unknown dataset 'cifar11'"):
+        data.get_source("cifar11")
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    root = tmp_path / "images"
+    for split, count in (("train", 5), ("val", 3)):
+        for label, name in enumerate(("cat", "dog")):
+            directory = root / split / name
+            directory.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.full((10, 12, 3), 40 + 100 * label + i, np.uint8)
+                (directory / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    return root
+
+
+def test_image_folder_source_and_pipelines(image_folder):
+    source = data.get_source(f"folder:{image_folder}")
+    assert source.class_names == ("cat", "dog")
+    assert source.image_shape == (10, 12, 3)
+    assert source.split("train").num_examples == 10
+    assert source.split("test").num_examples == 6  # no test/: falls back to val/
+    preset = data.get_preset("small")
+    ds, steps = data.train_dataset(source, preset, 4, seed=1, start_epoch=0, end_epoch=2)
+    batches = list(ds)
+    assert steps == 2 and len(batches) == 4
+    images, labels = batches[0]
+    assert images.shape == (4, 10, 12, 3) and images.dtype == tf.float32
+    assert set(labels.numpy()) <= {0, 1}
+    evaluation = list(data.eval_dataset(source, "validation", preset, 4))
+    assert [int(x.shape[0]) for x, _ in evaluation] == [4, 2]
+    # Eval images are the decoded pixels, normalized: class 1 is brighter.
+    x, y = next(iter(data.eval_dataset(source, "validation", preset, 6)))
+    means = x.numpy().mean(axis=(1, 2, 3))
+    assert means[y.numpy() == 1].min() > means[y.numpy() == 0].max()
+
+
+def test_image_folder_errors(tmp_path, image_folder):
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.get_source(f"folder:{tmp_path / 'missing'}")
+    (tmp_path / "only_train" / "train" / "a").mkdir(parents=True)
+    with pytest.raises(data.DataError, match="val/"):
+        data.get_source(f"folder:{tmp_path / 'only_train'}")
+
+
+def _memory_source(n=40):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
+    labels = (np.arange(n) % 4).astype(np.int32)
+    split = data.Split(n, labels=labels, images=images)
+    return data.Source("memory", {"train": split, "validation": split, "test": split}, 4, (8, 8, 1))
+
+
+def test_training_stream_is_a_pure_function_of_seed_epoch_and_step():
+    source, preset = _memory_source(), data.get_preset("small")
+    full, steps = data.train_dataset(source, preset, 8, seed=5, start_epoch=0, end_epoch=3)
+    full = [(x.numpy(), y.numpy()) for x, y in full]
+    assert steps == 5 and len(full) == 15
+    # Resume at epoch 1, step 2: exactly the batches the uninterrupted run fed.
+    resumed, _ = data.train_dataset(source, preset, 8, seed=5, start_epoch=1, end_epoch=3,
+                                    skip_steps=2)
+    resumed = [(x.numpy(), y.numpy()) for x, y in resumed]
+    assert len(resumed) == 8
+    for (xa, ya), (xb, yb) in zip(full[7:], resumed):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    # Epochs are shuffled differently; each epoch sees every example once.
+    epoch0 = np.concatenate([y for _, y in full[:5]])
+    epoch1 = np.concatenate([y for _, y in full[5:10]])
+    assert sorted(epoch0) == sorted(source.split("train").labels)
+    assert not np.array_equal(full[0][0], full[5][0])
+    other, _ = data.train_dataset(source, preset, 8, seed=6, start_epoch=0, end_epoch=1)
+    assert not np.array_equal(next(iter(other))[0].numpy(), full[0][0])
+    assert len(epoch1) == 40
+
+
+def test_batch_larger_than_the_data_is_a_clear_error():
+    with pytest.raises(data.DataError, match="fewer than one batch"):
+        data.train_dataset(_memory_source(), data.get_preset("small"), 64, 0, 0, 1)
+
+
+def test_imagenet_preset_is_the_papers_recipe_and_pipeline_shapes():
+    preset = data.get_preset("imagenet")
+    assert (preset.momentum, preset.weight_decay, preset.step_epochs, preset.step_factor,
+            preset.epochs) == (0.9, 1e-4, 30, 0.1, 90)
+    assert preset.learning_rate(256) == pytest.approx(0.1)
+    assert preset.learning_rate(64) == pytest.approx(0.025)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 300, 260, 3), dtype=np.uint8)
+    split = data.Split(4, labels=np.zeros(4, np.int32), images=images)
+    source = data.Source("big", {"train": split, "validation": split, "test": split}, 2,
+                         (300, 260, 3))
+    ds, _ = data.train_dataset(source, preset, 2, 0, 0, 1)
+    x, _ = next(iter(ds))
+    assert x.shape == (2, 224, 224, 3)
+    x, _ = next(iter(data.eval_dataset(source, "validation", preset, 2)))
+    assert x.shape == (2, 224, 224, 3)
+    # Resize 256 (shorter side 260 -> 256) + center crop 224 of a constant image
+    # is that constant after normalization.
+    flat = np.full((1, 300, 260, 3), 128, np.uint8)
+    source.splits["validation"] = data.Split(1, labels=np.zeros(1, np.int32), images=flat)
+    x, _ = next(iter(data.eval_dataset(source, "validation", preset, 1)))
+    expected = (128 / 255 - np.array(preset.mean)) / np.array(preset.std)
+    np.testing.assert_allclose(x.numpy()[0, 100, 100], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="Unknown preset"):
+        data.get_preset("cifar")
+
+
+def test_tfds_source_under_mock_data_and_unprepared_error(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(data.DataError, match="not prepared"):
+        data.get_source("tfds:mnist", str(tmp_path))
+    with tfds.testing.mock_data(num_examples=20):
+        source = data.get_source("tfds:mnist", str(tmp_path))
+        assert source.num_classes == 10 and source.image_shape == (28, 28, 1)
+        preset = data.get_preset("small")
+        ds, steps = data.train_dataset(source, preset, 5, 0, 0, 1, num_examples=20)
+        batches = list(ds)
+        assert steps == 4 and len(batches) == 4
+        assert batches[0][0].shape == (5, 28, 28, 1)
+        assert batches[0][1].numpy().max() < 10

@@ -1,0 +1,98 @@
+"""aw-train rejects bad input with a clear message, exit status 2, nothing written."""
+
+import json
+import os
+
+import pytest
+
+from aw_keras.train import cli
+
+
+def _run(capsys, *argv):
+    try:
+        status = cli.main(list(argv))
+    except SystemExit as exit_:  # argparse errors
+        status = exit_.code
+    return status, capsys.readouterr().err
+
+
+def _snapshot(root):
+    found = {}
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            found[path] = open(path, "rb").read()
+    return found
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["resnet_cifarr"], "Unknown model 'resnet_cifarr'.*Close matches"),
+    (["resnet_cifar", "--dataset", "cifar11"], "Unknown dataset 'cifar11'"),
+    (["resnet_cifar", "--dataset", "folder:/nonexistent/images"], "does not exist"),
+    (["resnet_cifar", "--dataset", "tfds:mnist", "--data-dir", "/nonexistent/tfds"],
+     "--data-dir '/nonexistent/tfds' does not exist"),
+    (["resnet_cifar", "--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    (["resnet_cifar", "--epochs", "three"], "--epochs must be an integer >= 1, got 'three'"),
+    (["resnet_cifar", "--learning-rate", "fast"], "--learning-rate must be a positive number"),
+    (["resnet_cifar", "--seed", "-1"], "--seed must be an integer >= 0"),
+    (["resnet_cifar", "--model-kwargs", "{width: 8}"], "--model-kwargs must be a JSON object"),
+    (["resnet_cifar", "--strategy", "horovod"], "invalid choice: 'horovod'"),
+])
+def test_bad_input_exits_2_with_a_message_and_writes_nothing(capsys, tmp_path, argv, message):
+    out = tmp_path / "out"
+    status, err = _run(capsys, *argv, "--out", str(out))
+    assert status == 2
+    assert pytest.importorskip("re").search(message, err), err
+    assert not out.exists()
+
+
+def test_bad_model_kwargs_for_the_builder_write_nothing(capsys, tmp_path, tiny_folder):
+    out = tmp_path / "out"
+    status, err = _run(capsys, "resnet_cifar", "--dataset", f"folder:{tiny_folder}",
+                       "--batch-size", "8", "--model-kwargs", '{"width": -3}', "--out", str(out))
+    assert status == 2 and "Cannot build model 'resnet_cifar'" in err and "width" in err
+    assert not out.exists()
+
+
+def test_batch_larger_than_the_training_split(capsys, tmp_path, tiny_folder):
+    out = tmp_path / "out"
+    status, err = _run(capsys, "resnet_cifar", "--dataset", f"folder:{tiny_folder}",
+                       "--batch-size", "1000", "--out", str(out))
+    assert status == 2 and "fewer than one batch" in err
+    assert not out.exists()
+
+
+def test_output_dir_of_another_run_or_of_other_files_is_never_overwritten(
+        capsys, tmp_path, tiny_folder):
+    common = ["--dataset", f"folder:{tiny_folder}", "--epochs", "2", "--batch-size", "8"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    identity = {"model": "resnet_cifar", "model_kwargs": {}, "dataset": f"folder:{tiny_folder}",
+                "data_dir": None, "preset": "small", "epochs": 2, "batch_size": 8, "seed": 0,
+                "train_examples": None, "val_examples": None, "learning_rate": None,
+                "mixed_precision": False}
+    (run_dir / "run.json").write_text(json.dumps({"identity": identity}))
+    (run_dir / "history.json").write_text("[1, 2]")
+    before = _snapshot(run_dir)
+
+    status, err = _run(capsys, "aw_resnet_cifar", *common, "--out", str(run_dir), "--resume")
+    assert status == 2 and "holds a different run" in err and "model: 'resnet_cifar'" in err
+    status, err = _run(capsys, "resnet_cifar", *common, "--seed", "3", "--out", str(run_dir))
+    assert status == 2 and "seed: 0 there vs 3 now" in err
+    status, err = _run(capsys, "resnet_cifar", *common, "--out", str(run_dir))
+    assert status == 2 and "Pass --resume" in err
+    assert _snapshot(run_dir) == before
+
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"not ours")
+    status, err = _run(capsys, "resnet_cifar", *common, "--out", str(other))
+    assert status == 2 and "holds no aw-train run" in err
+    assert _snapshot(other) == {str(other / "holiday.jpg"): b"not ours"}
+
+
+def test_multiworker_without_tf_config(capsys, tmp_path, tiny_folder, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    status, err = _run(capsys, "resnet_cifar", "--dataset", f"folder:{tiny_folder}",
+                       "--strategy", "multiworker", "--out", str(tmp_path / "out"))
+    assert status == 2 and "TF_CONFIG" in err

@@ -1,0 +1,39 @@
+"""Helpers shared by the aw-train tests (imported by path, see conftest.py)."""
+
+import os
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# A tiny registered model: a 3-stage bottleneck ResNet of width 2 on 8x8 images.
+TINY_KWARGS = '{"blocks": [1, 1, 1], "width": 2}'
+
+
+def write_folder(root, train=16, val=8, size=8):
+    """Two learnable classes of grey PNGs: bright top half vs bright bottom half."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("val", val)):
+        for label, name in enumerate(("top", "bottom")):
+            directory = os.path.join(root, split, name)
+            os.makedirs(directory)
+            for i in range(count):
+                pixels = rng.integers(0, 60, (size, size, 1)).astype(np.uint8)
+                half = slice(0, size // 2) if label == 0 else slice(size // 2, size)
+                pixels[half] += 150
+                with open(os.path.join(directory, f"{i}.png"), "wb") as f:
+                    f.write(tf.io.encode_png(pixels).numpy())
+    return root
+
+
+def train_command(*args):
+    return [sys.executable, "-m", "aw_keras.train.cli", *args]
+
+
+def subprocess_env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
+               CUDA_VISIBLE_DEVICES="", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    env.update(extra)
+    return env
