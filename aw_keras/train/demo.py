@@ -104,7 +104,7 @@ def main(argv=None):
     header = (f"Fashion-MNIST, small-image preset, {args.train_examples} training images x "
               f"{args.epochs} epochs, batch {args.batch_size}, model kwargs {args.model_kwargs}; "
               f"top-1 error of the last model on the 10,000 test images; "
-              f"training wall time {minutes:.1f} min.")
+              f"wall time of all runs {minutes:.1f} min.")
     print("\n" + header + "\n\n" + text + "\n", flush=True)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(header + "\n\n" + text + "\n")
