@@ -1,0 +1,240 @@
+"""Shared export plumbing: exportable AWConv2D strategies, serving functions,
+atomic writes and the export error type.
+
+Every exporter traces the model inside `exportable(model)`, which
+
+- switches every `AWConv2D` to an exportable strategy (default ``"taps"``) and
+  says so on the log, restoring the original strategies afterwards, and
+- routes AWConv2D's adaptive pooling through `export_safe_adaptive_pool`
+  while tracing (see that function for why).
+
+Example:
+
+>>> with exportable(model):               # doctest: +SKIP
+...     archive = serving_archive(model)
+"""
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+import aw_keras.layers.aw_conv2d as _aw_conv2d_module
+from aw_keras.layers import AWConv2D
+from aw_keras.layers import aw_kernels
+from aw_keras.layers.pooling import adaptive_average_pool
+
+logger = logging.getLogger("aw_keras.export")
+
+DEFAULT_IMPLEMENTATION = "taps"
+# Measured here (tests/export/test_prepare.py): "taps", "matmul", "per_sample"
+# (tf.map_fn -> TFLite WHILE / ONNX Loop) and "auto" convert and match Keras;
+# "depthwise" folds the batch into channels, which neither converter accepts
+# with a dynamic batch.
+NOT_EXPORTABLE = ("depthwise",)
+
+
+class ExportError(RuntimeError):
+    """An artifact could not be produced or failed a check; the message says why."""
+
+
+def log(message):
+    """Logs ``message`` and prints it, so command-line users see it too."""
+    logger.info(message)
+    print(f"[aw_keras.export] {message}", flush=True)
+
+
+def aw_layers(model):
+    """All `AWConv2D` layers of ``model``, nested models included."""
+    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, AWConv2D)]
+
+
+def export_safe_adaptive_pool(inputs, output_size):
+    """PyTorch-binned adaptive average pooling from slices and ``reduce_mean``.
+
+    `aw_keras.layers.pooling.adaptive_average_pool` uses two ``einsum``s with
+    constant bin matrices when the input size is static but not divisible by
+    the pooled size (e.g. 56, 28, 14, 7 -> 3 in ResNet50). With a dynamic batch
+    the TFLite converter lowers them to RESHAPE ops whose *static* shape holds a
+    -1, and the .tflite then fails to load ("BytesRequired number of elements
+    overflowed"). Here each of the (at most kh x kw) bins is a strided slice and
+    a MEAN, which convert to builtins and to ONNX with any batch. Same bins, so
+    the same numbers up to float rounding.
+    """
+    out_h, out_w = (int(v) for v in output_size)
+    height, width = inputs.shape[1], inputs.shape[2]
+    if (
+        (out_h, out_w) == (1, 1)
+        or height is None
+        or width is None
+        or (height % out_h == 0 and width % out_w == 0)
+    ):
+        return adaptive_average_pool(inputs, output_size)
+    rows = []
+    for i in range(out_h):
+        top, bottom = (i * height) // out_h, -((-(i + 1) * height) // out_h)
+        cells = []
+        for j in range(out_w):
+            left, right = (j * width) // out_w, -((-(j + 1) * width) // out_w)
+            cells.append(
+                tf.reduce_mean(inputs[:, top:bottom, left:right, :], axis=[1, 2], keepdims=True)
+            )
+        rows.append(tf.concat(cells, axis=2))
+    return tf.concat(rows, axis=1)
+
+
+def _check_implementation(implementation):
+    allowed = tuple(aw_kernels.EXPORTABLE)
+    if implementation is not None and implementation not in allowed:
+        raise ValueError(
+            f"`implementation` must be None (keep each layer's strategy unless it cannot "
+            f"export) or one of {allowed}, received implementation={implementation!r}."
+        )
+
+
+@contextlib.contextmanager
+def exportable(model, implementation=DEFAULT_IMPLEMENTATION):
+    """Context in which ``model`` traces to an exportable graph.
+
+    Args:
+        model: a Keras model.
+        implementation: the AWConv2D strategy to trace with, one of
+            `aw_kernels.EXPORTABLE` (default ``"taps"``: builtin ops, fastest in
+            TFLite), or None to keep each layer's strategy except the
+            non-exportable ``"depthwise"``, which is switched to ``"taps"``.
+
+    The original strategies are restored on exit, also after an error.
+    """
+    _check_implementation(implementation)
+    layers = aw_layers(model)
+    original = [layer.implementation for layer in layers]
+    changed = []
+    for layer in layers:
+        target = implementation
+        if target is None:
+            target = DEFAULT_IMPLEMENTATION if layer.implementation in NOT_EXPORTABLE else None
+        if target is not None and target != layer.implementation:
+            changed.append((layer.implementation, target))
+            layer.implementation = target
+    if changed:
+        olds = sorted({old for old, _ in changed})
+        news = sorted({new for _, new in changed})
+        log(
+            f"switched {len(changed)} of {len(layers)} AWConv2D layers from implementation "
+            f"{olds} to {news} for export (same numbers, exportable ops); restored afterwards"
+        )
+    pool = _aw_conv2d_module.adaptive_average_pool
+    _aw_conv2d_module.adaptive_average_pool = export_safe_adaptive_pool
+    try:
+        yield model
+    finally:
+        _aw_conv2d_module.adaptive_average_pool = pool
+        for layer, value in zip(layers, original):
+            layer.implementation = value
+
+
+# ----------------------------------------------------------------- signatures
+
+
+def output_name(model):
+    """"probabilities" when the model ends in a softmax, else "logits"."""
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    activation = getattr(last, "activation", None)
+    if activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax":
+        return "probabilities"
+    if isinstance(last, keras.layers.Softmax):
+        return "probabilities"
+    return "logits"
+
+
+def image_spec(model, batch=None, name="images", dtype=tf.float32):
+    """TensorSpec of the model input with a dynamic (or given) batch."""
+    if len(model.inputs) != 1:
+        raise ExportError(
+            f"Only single-input image models can be exported; {model.name!r} has "
+            f"{len(model.inputs)} inputs."
+        )
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4:
+        raise ExportError(
+            f"Expected an image model with 4-D input (batch, height, width, channels); "
+            f"{model.name!r} takes shape {shape}."
+        )
+    return tf.TensorSpec((batch,) + shape[1:], dtype, name=name)
+
+
+def serving_function(model, output_key=None):
+    """A tf.function images -> {output_key: model(images)} (inference mode)."""
+    output_key = output_key or output_name(model)
+
+    def serve(images):
+        outputs = model(images, training=False)
+        return {output_key: outputs}
+
+    return tf.function(serve)
+
+
+# -------------------------------------------------------------- atomic writes
+
+
+def check_writable_dir(directory):
+    """Creates ``directory`` if needed and checks files can be written there."""
+    directory = os.fspath(directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".aw_export_probe_", delete=True)
+        probe.close()
+    except OSError as error:
+        raise ExportError(
+            f"Cannot write to output directory {directory!r}: {error.strerror or error}. "
+            "Choose a directory you can write to."
+        ) from None
+    return directory
+
+
+@contextlib.contextmanager
+def atomic_path(final_path, is_dir=False):
+    """Yields a temporary path next to ``final_path``; moves it into place on
+    success, removes it on failure. An existing ``final_path`` is replaced only
+    after the new artifact is complete."""
+    final_path = os.path.abspath(os.fspath(final_path))
+    parent = check_writable_dir(os.path.dirname(final_path))
+    scratch = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(final_path)}.tmp-")
+    temp_path = os.path.join(scratch, os.path.basename(final_path))
+    try:
+        yield temp_path
+        if not os.path.exists(temp_path):
+            raise ExportError(f"Export produced nothing at {temp_path!r}.")
+        if os.path.isdir(final_path) and not os.path.islink(final_path):
+            backup = os.path.join(scratch, "previous")
+            os.rename(final_path, backup)
+            os.rename(temp_path, final_path)
+        else:
+            os.replace(temp_path, final_path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def temporary_saved_model(model, implementation=DEFAULT_IMPLEMENTATION):
+    """A SavedModel of ``model`` (float32 ``images`` input, dynamic batch) in a
+    temp dir, or ``model`` itself when it is already a SavedModel directory."""
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise ExportError(f"{path!r} is not a SavedModel directory (no saved_model.pb).")
+        yield path
+        return
+    from aw_keras.export.saved_model import write_serving_saved_model
+
+    scratch = tempfile.mkdtemp(prefix="aw_export_sm_")
+    try:
+        path = os.path.join(scratch, "saved_model")
+        write_serving_saved_model(model, path, implementation=implementation)
+        yield path
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,187 @@
+"""SavedModel export in the layout TF Serving loads: ``path/<version>/``.
+
+The ``serving_default`` signature maps ``images`` (float32, dynamic batch) to
+``probabilities`` (the model ends in a softmax) or ``logits``. Optional:
+
+- ``preprocessing=ImagePreprocessing(...)`` (or ``"raw"``): the signature takes
+  raw ``uint8`` images of any size instead, resizes them (bilinear) to the
+  model's input size and scales them inside the graph;
+- ``attention_signature=True``: a second signature ``attention_maps`` returning
+  every AWConv2D's attention maps ``A`` (N, kh, kw, C1, C2), keyed by layer name.
+
+Example:
+
+>>> version_dir = export_saved_model(model, "/models/aw_resnet50")  # doctest: +SKIP
+>>> version_dir                                                       # doctest: +SKIP
+'/models/aw_resnet50/1'
+"""
+
+import dataclasses
+import os
+import re
+
+import keras
+import tensorflow as tf
+
+from aw_keras.export import prepare
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagePreprocessing:
+    """Raw-image preprocessing run inside the serving graph.
+
+    ``x = resize(uint8 image) * scale + offset``, then ``(x - mean) / std`` per
+    channel when ``mean``/``std`` are given. ``resize=False`` requires inputs of
+    the model's size.
+    """
+
+    scale: float = 1.0 / 255.0
+    offset: float = 0.0
+    mean: tuple = None
+    std: tuple = None
+    resize: bool = True
+    input_dtype: str = "uint8"
+
+    def __call__(self, images, size):
+        x = tf.cast(images, tf.float32)
+        if self.resize and size is not None:
+            x = tf.image.resize(x, size, method="bilinear")
+        x = x * self.scale + self.offset
+        if self.mean is not None:
+            x = x - tf.constant(self.mean, tf.float32)
+        if self.std is not None:
+            x = x / tf.constant(self.std, tf.float32)
+        return x
+
+
+def _resolve_preprocessing(preprocessing):
+    if preprocessing is None or isinstance(preprocessing, ImagePreprocessing):
+        return preprocessing
+    if preprocessing == "raw":
+        return ImagePreprocessing()
+    raise ValueError(
+        "`preprocessing` must be None, 'raw' or an ImagePreprocessing instance, "
+        f"received preprocessing={preprocessing!r}."
+    )
+
+
+def next_version(path):
+    """1 + the largest integer-named subdirectory of ``path`` (1 when none)."""
+    if not os.path.isdir(path):
+        return 1
+    versions = [int(n) for n in os.listdir(path) if n.isdigit() and os.path.isdir(os.path.join(path, n))]
+    return max(versions, default=0) + 1
+
+
+def _signature_key(name):
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def write_serving_saved_model(
+    model,
+    path,
+    implementation=prepare.DEFAULT_IMPLEMENTATION,
+    preprocessing=None,
+    attention_signature=False,
+    output_key=None,
+):
+    """Writes a SavedModel directly at ``path`` (no versioning, not atomic)."""
+    preprocessing = _resolve_preprocessing(preprocessing)
+    output_key = output_key or prepare.output_name(model)
+    spec = prepare.image_spec(model)
+    with prepare.exportable(model, implementation):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        if preprocessing is None:
+            serve = prepare.serving_function(model, output_key)
+            archive.add_endpoint("serving_default", serve, input_signature=[spec])
+        else:
+            size = tuple(spec.shape[1:3])
+            size = None if None in size else size
+            raw_spec = tf.TensorSpec(
+                (None, None, None, spec.shape[3]), tf.as_dtype(preprocessing.input_dtype), name="images"
+            )
+
+            def serve_raw(images):
+                outputs = model(preprocessing(images, size), training=False)
+                return {output_key: outputs}
+
+            archive.add_endpoint("serving_default", tf.function(serve_raw), input_signature=[raw_spec])
+        if attention_signature:
+            layers = prepare.aw_layers(model)
+            if not layers:
+                raise prepare.ExportError(
+                    f"`attention_signature=True` but {model.name!r} has no AWConv2D layer."
+                )
+            try:
+                features = keras.Model(model.inputs, [layer.input for layer in layers])
+            except (AttributeError, ValueError) as error:
+                raise prepare.ExportError(
+                    "The attention_maps signature needs each AWConv2D to be called once in a "
+                    f"functional model: {error}"
+                ) from None
+            archive.track(features)
+
+            def attention(images):
+                inputs = features(images, training=False)
+                if len(layers) == 1:
+                    inputs = [inputs]
+                return {
+                    _signature_key(layer.name): layer.attention_maps(x, training=False)
+                    for layer, x in zip(layers, inputs)
+                }
+
+            archive.add_endpoint("attention_maps", tf.function(attention), input_signature=[spec])
+        archive.write_out(os.fspath(path), verbose=False)
+    return os.fspath(path)
+
+
+def export_saved_model(
+    model,
+    path,
+    version=None,
+    preprocessing=None,
+    attention_signature=False,
+    output_key=None,
+    implementation=prepare.DEFAULT_IMPLEMENTATION,
+    overwrite=False,
+):
+    """Exports ``model`` as ``path/<version>/`` for TF Serving.
+
+    Args:
+        model: a Keras model with one 4-D image input.
+        path: the model base directory (TF Serving's ``--model_base_path``).
+        version: positive int; default: one more than the largest existing.
+        preprocessing: None (float32 ``images`` as the model expects), ``"raw"``
+            (uint8 images of any size, resized and scaled by 1/255), or an
+            `ImagePreprocessing`.
+        attention_signature: also export an ``attention_maps`` signature.
+        output_key: output name; default ``"probabilities"`` after a softmax,
+            else ``"logits"``.
+        implementation: AWConv2D strategy to trace with (see `prepare.exportable`).
+        overwrite: replace an existing version directory (atomically).
+
+    Returns:
+        The version directory written.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if version is None:
+        version = next_version(path)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"`version` must be a positive int, received version={version!r}.")
+    target = os.path.join(path, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise prepare.ExportError(
+            f"{target!r} already exists. Pass a new `version`, or overwrite=True to replace it."
+        )
+    with prepare.atomic_path(target, is_dir=True) as temp:
+        write_serving_saved_model(
+            model,
+            temp,
+            implementation=implementation,
+            preprocessing=preprocessing,
+            attention_signature=attention_signature,
+            output_key=output_key,
+        )
+    prepare.log(f"wrote SavedModel {target}")
+    return target

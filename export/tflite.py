@@ -1,0 +1,177 @@
+"""TFLite / LiteRT export with builtin ops only.
+
+``model.export(format="litert")`` silently enables SELECT_TF_OPS (Flex), which
+`ai_edge_litert` cannot run. Here the converter gets TFLite builtins only; if an
+op needs Flex the export fails with an `ExportError` naming it, and the written
+flatbuffer is checked once more by listing its operators (`list_ops`).
+
+The input keeps a dynamic batch (``shape_signature`` [-1, H, W, C]): call
+``interpreter.resize_tensor_input`` before ``allocate_tensors``.
+
+Example:
+
+>>> export_tflite(model, "model_int8.tflite", quantization="int8",
+...               representative_data=images[:100])            # doctest: +SKIP
+"""
+
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from aw_keras.export import prepare
+
+QUANTIZATIONS = (None, "float16", "dynamic_range", "int8")
+IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
+
+
+def _builtin_names():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def list_ops(model_content):
+    """Sorted operator names in a .tflite flatbuffer (bytes or path); custom
+    (including Flex) ops appear under their custom code, e.g. ``FlexErf``."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    if isinstance(model_content, (str, os.PathLike)):
+        with open(model_content, "rb") as handle:
+            model_content = handle.read()
+    model = schema.Model.GetRootAsModel(model_content, 0)
+    names = _builtin_names()
+    ops = set()
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        name = names.get(builtin, f"BUILTIN_{builtin}")
+        if name == "CUSTOM":
+            name = (code.CustomCode() or b"CUSTOM").decode()
+        ops.add(name)
+    return sorted(ops)
+
+
+def tensor_types(model_content):
+    """Set of tensor type names (``FLOAT32``, ``FLOAT16``, ``INT8``...) in the model."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    if isinstance(model_content, (str, os.PathLike)):
+        with open(model_content, "rb") as handle:
+            model_content = handle.read()
+    model = schema.Model.GetRootAsModel(model_content, 0)
+    names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    found = set()
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for t in range(graph.TensorsLength()):
+            found.add(names.get(graph.Tensors(t).Type(), "?"))
+    return found
+
+
+def _unsupported_ops(message):
+    ops = re.findall(r"'tf\.(\w+)'", message)
+    ops += re.findall(r"\btf\.(\w+)\s*\{", message)
+    ops += re.findall(r"Flex(\w+)", message)
+    return sorted(set(ops))
+
+
+def _representative(data, spec):
+    if data is None:
+        raise ValueError(
+            '`quantization="int8"` needs `representative_data`: an array or iterable of '
+            "input images (about 100 typical inputs) for calibration."
+        )
+    if callable(data):
+        return data
+
+    def generator():
+        for sample in data:
+            sample = np.asarray(sample, dtype=np.float32)
+            if sample.ndim == len(spec.shape) - 1:
+                sample = sample[None]
+            yield [sample]
+
+    return generator
+
+
+def convert_saved_model(saved_model_dir, quantization=None, representative_data=None, io_dtype="int8"):
+    """Converts a SavedModel directory to .tflite bytes (builtins only)."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"`quantization` must be one of {QUANTIZATIONS}, received quantization={quantization!r}."
+        )
+    if io_dtype not in IO_DTYPES:
+        raise ValueError(f"`io_dtype` must be one of {tuple(IO_DTYPES)}, received {io_dtype!r}.")
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic_range":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization == "int8":
+        loaded = tf.saved_model.load(saved_model_dir)
+        spec = list(loaded.signatures["serving_default"].structured_input_signature[1].values())[0]
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative(representative_data, spec)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = IO_DTYPES[io_dtype]
+        converter.inference_output_type = IO_DTYPES[io_dtype]
+    try:
+        content = converter.convert()
+    except Exception as error:  # the converter raises ConverterError and others
+        message = str(error)
+        ops = _unsupported_ops(message)
+        if ops:
+            raise prepare.ExportError(
+                f"TFLite builtins cannot express op(s) {ops} (quantization={quantization!r}). "
+                "They would need Flex/SELECT_TF_OPS, which ai_edge_litert and most mobile "
+                "runtimes cannot run, so the export is refused. Replace those ops in the "
+                "model with builtin-convertible ones."
+            ) from error
+        raise prepare.ExportError(f"TFLite conversion failed: {message[-2000:]}") from error
+    flex = [op for op in list_ops(content) if op.startswith("Flex")]
+    if flex:
+        raise prepare.ExportError(f"The converted model contains Flex ops {flex}; refusing to write it.")
+    return content
+
+
+def export_tflite(
+    model,
+    path,
+    quantization=None,
+    representative_data=None,
+    io_dtype="int8",
+    implementation=prepare.DEFAULT_IMPLEMENTATION,
+):
+    """Exports ``model`` (or a SavedModel directory) to a .tflite file.
+
+    Args:
+        model: a Keras model, or the path of a SavedModel directory whose
+            ``serving_default`` signature is converted as is.
+        path: the .tflite file to write (atomically).
+        quantization: None (float32), ``"float16"`` (float16 weights),
+            ``"dynamic_range"`` (int8 weights, float activations) or ``"int8"``
+            (full integer, needs ``representative_data``).
+        representative_data: for int8: an array/iterable of input images, or a
+            callable generator as TFLiteConverter expects.
+        io_dtype: for int8: ``"int8"`` (default), ``"uint8"`` or ``"float32"``
+            input and output tensors.
+        implementation: AWConv2D strategy to trace with (see `prepare.exportable`).
+
+    Returns:
+        ``path``.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"`quantization` must be one of {QUANTIZATIONS}, received quantization={quantization!r}."
+        )
+    with prepare.temporary_saved_model(model, implementation) as saved_model_dir:
+        content = convert_saved_model(saved_model_dir, quantization, representative_data, io_dtype)
+    with prepare.atomic_path(path) as temp:
+        with open(temp, "wb") as handle:
+            handle.write(content)
+    prepare.log(f"wrote TFLite ({quantization or 'float32'}) {os.fspath(path)}, {len(content)} bytes")
+    return os.fspath(path)
