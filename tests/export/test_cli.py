@@ -1,0 +1,88 @@
+"""aw-export: end to end in a subprocess, argument errors (exit 2), a failed
+check (exit 1), and nothing half-written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from aw_keras.export import cli
+
+
+def run_main(argv, capsys):
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["missing_dir/model.keras", "--out", "{out}"], "does not exist"),
+        (["aw_resnet_cifer", "--out", "{out}"], "unknown model 'aw_resnet_cifer'.*aw_resnet_cifar"),
+        (["aw_resnet_cifar", "--formats", "saved_model,tfjs", "--out", "{out}"], "unknown formats \\['tfjs'\\]"),
+        (["aw_resnet_cifar", "--quantization", "int4", "--out", "{out}"], "unknown quantization"),
+        (["aw_resnet_cifar", "--weights", "nope.weights.h5", "--out", "{out}"], "weights file"),
+        (["aw_resnet_cifar", "--out", "{blocker}/sub"], "Cannot write to output directory"),
+    ],
+)
+def test_usage_errors_exit_2(argv, message, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    argv = [a.format(out=tmp_path / "out", blocker=blocker) for a in argv]
+    code, out, err = run_main(argv, capsys)
+    assert code == 2
+    assert "aw-export: error:" in err
+    import re
+
+    assert re.search(message, err), err
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
+def test_end_to_end_subprocess(tmp_path):
+    out = tmp_path / "artifacts"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, "-m", "aw_keras.export.cli", "aw_resnet_cifar", "--input-size", "32",
+         "--classes", "10", "--formats", "saved_model,tflite,onnx", "--quantization", "none,float16",
+         "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    import re
+
+    assert re.search(r"switched (\d+) of \1 AWConv2D layers from implementation \['auto'\] to \['taps'\]",
+                     done.stdout), done.stdout[:2000]
+    assert "| artifact | format |" in done.stdout
+    names = sorted(os.listdir(out))
+    assert names == ["aw_resnet_cifar.onnx", "aw_resnet_cifar_float16.tflite", "aw_resnet_cifar_float32.tflite",
+                     "saved_model", "verification.json", "verification.md"]
+    assert os.listdir(out / "saved_model") == ["1"]
+    report = json.loads((out / "verification.json").read_text())
+    assert report["failures"] == []
+    assert [r["precision"] for r in report["results"]] == ["float32", "float32", "float16", "float32"]
+    assert all(r["passed"] for r in report["results"])
+    assert all(r["latency_ms"] > 0 for r in report["results"])
+
+
+def test_keras_file_and_failed_check_exit_1(tmp_path, capsys, monkeypatch):
+    import aw_keras.export.verify  # noqa: F401  (the package exports a function of the same name)
+
+    module = sys.modules["aw_keras.export.verify"]
+    inputs = keras.Input((16, 16, 3))
+    from aw_keras.layers import AWConv2D
+
+    x = AWConv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    # a bound no artifact can meet: the command must report FAIL and exit 1
+    monkeypatch.setitem(module.TOLERANCES, "float32", ("max_abs_error", -1.0))
+    code, out, err = run_main([str(path), "--formats", "tflite", "--out", str(tmp_path / "o")], capsys)
+    assert code == 1
+    assert "FAIL" in out and "check failed" in err
+    assert os.path.isfile(tmp_path / "o" / f"{model.name}_float32.tflite")

@@ -1,0 +1,66 @@
+"""TFLite specifics: builtins only (a clear error naming the op), the op
+listing, dynamic batch in the flatbuffer, argument errors, atomic files."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from aw_keras.export import ExportError
+from aw_keras.export import export_tflite
+from aw_keras.export import list_ops
+from aw_keras.export.verify import TFLiteRunner
+from aw_keras.layers import AWConv2D
+
+
+class Erfinv(keras.layers.Layer):
+    """A layer whose op has no TFLite builtin (needs Flex)."""
+
+    def call(self, inputs):
+        return tf.math.erfinv(tf.clip_by_value(inputs, -0.5, 0.5))
+
+
+def small_model(extra=None):
+    inputs = keras.Input((12, 12, 3))
+    x = AWConv2D(6, 3, padding="same")(inputs)
+    if extra is not None:
+        x = extra(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+
+
+def test_flex_op_is_refused_by_name(tmp_path):
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"previous good artifact")
+    with pytest.raises(ExportError, match=r"\['Erfinv'\].*Flex"):
+        export_tflite(small_model(Erfinv()), target)
+    assert target.read_bytes() == b"previous good artifact"
+    assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
+
+
+def test_ops_listed_and_dynamic_batch(tmp_path):
+    path = export_tflite(small_model(), tmp_path / "m.tflite")
+    ops = list_ops(path)
+    assert {"CONV_2D", "STRIDED_SLICE", "MUL", "LOGISTIC", "SOFTMAX"} <= set(ops)
+    assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"]
+    runner = TFLiteRunner(path)
+    assert list(runner.input["shape_signature"]) == [-1, 12, 12, 3]
+    x = np.random.default_rng(0).random((4, 12, 12, 3), dtype=np.float32)
+    for batch in (1, 4, 2):
+        assert runner(x[:batch]).shape == (batch, 4)
+
+
+def test_argument_errors(tmp_path):
+    model = small_model()
+    with pytest.raises(ValueError, match="quantization"):
+        export_tflite(model, tmp_path / "m.tflite", quantization="int4")
+    with pytest.raises(ValueError, match="representative_data"):
+        export_tflite(model, tmp_path / "m.tflite", quantization="int8")
+    with pytest.raises(ValueError, match="io_dtype"):
+        export_tflite(model, tmp_path / "m.tflite", quantization="int8", representative_data=[],
+                      io_dtype="int16")
+    with pytest.raises(ExportError, match="not a SavedModel"):
+        export_tflite(str(tmp_path), tmp_path / "m.tflite")
+    assert not os.path.exists(tmp_path / "m.tflite")
