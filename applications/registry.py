@@ -68,7 +68,7 @@ def get_model_builder(name):
     return functools.partial(fn, **{"name": key, **defaults})
 
 
-def get_model(name, **kwargs):
-    """Builds the registered model ``name``; ``kwargs`` override the defaults
-    (``include_top``, ``input_shape``, ``classes``, ...)."""
-    return get_model_builder(name)(**kwargs)
+def get_model(model_name, /, **kwargs):
+    """Builds the registered model ``model_name``; ``kwargs`` override the
+    defaults (``include_top``, ``input_shape``, ``classes``, ``name``, ...)."""
+    return get_model_builder(model_name)(**kwargs)

@@ -1,0 +1,26 @@
+"""Helpers shared by the application tests."""
+
+import numpy as np
+
+import keras
+
+
+def small_kwargs(name):
+    """Cheapest valid arguments for a registered model name."""
+    if "cifar" in name:
+        return dict(input_shape=(28, 28, 1), classes=4)
+    if "mobilenet" in name:
+        return dict(input_shape=(32, 32, 3), alpha=0.25, classes=4)
+    return dict(input_shape=(32, 32, 3), classes=4)
+
+
+def fit_one_step(model, x, classes):
+    """One SGD step; returns (loss, whether any trainable weight changed)."""
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
+    y = np.arange(len(x)) % classes
+    history = model.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
+    changed = any(
+        not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights)
+    )
+    return history.history["loss"][0], changed

@@ -1,0 +1,118 @@
+"""Registry: the issue's names, lookup, errors; every cheap model builds and runs."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from aw_keras import applications
+from aw_keras.layers import AWConv2D
+from app_helpers import fit_one_step
+from app_helpers import small_kwargs
+
+ISSUE_NAMES = [
+    f"{prefix}resnet{depth}{suffix}"
+    for depth in (50, 101, 152)
+    for prefix, suffix in (
+        ("", ""), ("se_", ""), ("cbam_", ""), ("cbam_", "_maxpool"), ("cbam_", "_spatial"),
+        ("aw_", ""), ("aw_se_", ""), ("aw_cbam_", "_maxpool"), ("aw_cbam_", "_spatial"),
+    )
+] + [
+    "mobilenet", "se_mobilenet", "cbam_mobilenet_spatial", "aw_mobilenet", "aw_se_mobilenet",
+    "aw_cbam_mobilenet_spatial",
+    "resnet_cifar", "aw_resnet_cifar", "se_resnet_cifar", "aw_se_resnet_cifar",
+]
+
+# Default run: every ResNet50 / MobileNet / CIFAR variant (101 and 152 only
+# differ in block counts; they are built by test_table1 and the slow sweep).
+CHEAP = [n for n in applications.list_models() if "101" not in n and "152" not in n]
+
+
+def test_all_issue_names_registered():
+    assert sorted(ISSUE_NAMES) == applications.list_models()
+
+
+def test_list_models_pattern():
+    assert applications.list_models("aw_se_*") == [
+        "aw_se_mobilenet", "aw_se_resnet101", "aw_se_resnet152", "aw_se_resnet50",
+        "aw_se_resnet_cifar",
+    ]
+    assert applications.list_models("nothing*") == []
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(ValueError, match="aw_se_resnet50"):
+        applications.get_model("aw_se_resnet_50")
+
+
+def test_get_model_bad_name_type():
+    with pytest.raises(TypeError, match="string"):
+        applications.get_model(50)
+
+
+def test_register_model_decorator_and_duplicates():
+    @applications.register_model("test_tiny_resnet_cifar", blocks=(1, 1, 1), width=4)
+    def tiny(**kwargs):
+        return applications.ResNetCIFAR(**kwargs)
+
+    assert "test_tiny_resnet_cifar" in applications.list_models("test_*")
+    model = applications.get_model("test_tiny_resnet_cifar", input_shape=(16, 16, 1))
+    assert model.name == "test_tiny_resnet_cifar"
+    assert model.get_layer("conv2_block1_1_conv").filters == 4
+    with pytest.raises(ValueError, match="already registered"):
+        applications.register_variant("test_tiny_resnet_cifar", applications.ResNetCIFAR)
+    with pytest.raises(ValueError, match="lower-case"):
+        applications.register_variant("Bad", applications.ResNetCIFAR)
+
+
+def test_variant_defaults_and_overrides():
+    model = applications.get_model("cbam_resnet50_maxpool", input_shape=(32, 32, 3), classes=3)
+    cbam = model.get_layer("conv2_block1_cbam")
+    assert (cbam.use_max_pool, cbam.use_spatial) == (True, False)
+    assert model.name == "cbam_resnet50_maxpool"
+    assert model.output_shape == (None, 3)
+    renamed = applications.get_model("resnet_cifar", name="custom", input_shape=(28, 28, 1))
+    assert renamed.name == "custom"
+
+
+@pytest.mark.parametrize("name", CHEAP)
+def test_builds_and_runs(name):
+    kwargs = small_kwargs(name)
+    model = applications.get_model(name, **kwargs)
+    x = np.random.default_rng(0).random((2,) + kwargs["input_shape"], dtype=np.float32)
+    out = keras.ops.convert_to_numpy(model(x, training=False))
+    assert out.shape == (2, kwargs["classes"])
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)  # softmax head
+    has_aw = any(isinstance(layer, AWConv2D) for layer in model.layers)
+    assert has_aw == name.startswith("aw_")
+    has_se = any(layer.name.endswith("_se") for layer in model.layers)
+    assert has_se == ("_se_" in f"_{name}_")
+    has_cbam = any(layer.name.endswith("_cbam") for layer in model.layers)
+    assert has_cbam == ("cbam" in name)
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet_cifar", "aw_resnet_cifar", "se_resnet_cifar", "aw_se_resnet_cifar",
+             "aw_cbam_mobilenet_spatial"],
+)
+def test_one_fit_step(name):
+    kwargs = small_kwargs(name)
+    model = applications.get_model(name, **kwargs)
+    x = np.random.default_rng(1).random((4,) + kwargs["input_shape"], dtype=np.float32)
+    loss, changed = fit_one_step(model, x, kwargs["classes"])
+    assert np.isfinite(loss) and changed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", applications.list_models())
+def test_every_model_full_sweep(name):
+    """Every registered model: forward, fit step, headless poolings."""
+    kwargs = small_kwargs(name)
+    x = np.random.default_rng(2).random((2,) + kwargs["input_shape"], dtype=np.float32)
+    model = applications.get_model(name, **kwargs)
+    assert keras.ops.convert_to_numpy(model(x)).shape == (2, kwargs["classes"])
+    loss, changed = fit_one_step(model, x, kwargs["classes"])
+    assert np.isfinite(loss) and changed
+    for pooling, rank in (("avg", 2), ("max", 2), (None, 4)):
+        headless = applications.get_model(name, include_top=False, pooling=pooling, **kwargs)
+        assert len(headless(x).shape) == rank
