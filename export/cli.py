@@ -187,8 +187,11 @@ def run(args):
                 representative = None
                 if quantization == "int8":
                     representative = _images(args.calibration_data, model, 32, args.seed + 1)
-                attempt(f"tflite {label}", lambda q=quantization, r=representative, l=label: tflite_export.export_tflite(
-                    source, os.path.join(out, f"{name}_{l}.tflite"), quantization=q,
+                # quantized variants convert from the model so that BatchNorms
+                # after AWConv2D are folded first (see prepare.folded_batch_norms)
+                origin = model if quantization in ("int8", "dynamic_range") else source
+                attempt(f"tflite {label}", lambda q=quantization, r=representative, l=label, o=origin: tflite_export.export_tflite(
+                    o, os.path.join(out, f"{name}_{l}.tflite"), quantization=q,
                     representative_data=r, io_dtype=args.io_dtype, implementation=args.implementation))
         if "onnx" in formats:
             attempt("onnx", lambda: onnx_export.export_onnx(

@@ -137,6 +137,115 @@ def exportable(model, implementation=DEFAULT_IMPLEMENTATION):
             layer.implementation = value
 
 
+# ------------------------------------------------------ batch-norm folding
+
+
+def _keras_histories(value):
+    """Layer names referenced by keras tensors anywhere in a serialized node."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            return [value["config"]["keras_history"][0]]
+        return [n for v in value.values() for n in _keras_histories(v)]
+    if isinstance(value, (list, tuple)):
+        return [n for v in value for n in _keras_histories(v)]
+    return []
+
+
+def foldable_batch_norms(model):
+    """[(AWConv2D, BatchNormalization)] where the BN is the only consumer of an
+    AWConv2D without activation, both called once, BN on the channel axis."""
+    try:
+        config = model.get_config()
+        entries = config["layers"]
+    except (NotImplementedError, KeyError, TypeError):
+        return []
+    consumers = {}
+    for entry in entries:
+        name = entry["config"]["name"]
+        for source in set(_keras_histories(entry.get("inbound_nodes", []))):
+            consumers.setdefault(source, []).append(name)
+    for output in _keras_histories(config.get("output_layers", [])):
+        consumers.setdefault(output, []).append("<output>")
+    pairs = []
+    for entry in entries:
+        if entry["class_name"] != "BatchNormalization" or len(entry.get("inbound_nodes", [])) != 1:
+            continue
+        sources = _keras_histories(entry["inbound_nodes"])
+        if len(sources) != 1:
+            continue
+        try:
+            conv, norm = model.get_layer(sources[0]), model.get_layer(entry["config"]["name"])
+        except ValueError:
+            continue
+        if (
+            isinstance(conv, AWConv2D)
+            and conv.activation in (None, keras.activations.linear)
+            and consumers.get(conv.name) == [norm.name]
+            and norm.axis in (-1, 3, [3], [-1])
+        ):
+            pairs.append((conv, norm))
+    return pairs
+
+
+@contextlib.contextmanager
+def folded_batch_norms(model):
+    """Folds each BatchNormalization that directly follows an AWConv2D into the
+    AWConv2D's kernel (in place; restored on exit).
+
+    Exact: the attention scale S multiplies per output channel like BN's
+    ``g = gamma / sqrt(var + eps)``, so ``BN(conv(x, K*S) + b)`` equals
+    ``conv(x, (K*g)*S) + b*g + c`` with ``c = beta - mean*g``; the BN becomes
+    ``y + c`` (gamma 1, mean 0, var 1 - eps). Why: in full-integer TFLite the
+    AWConv2D output is quantized per tensor *before* the BN (the attention
+    MUL stops the converter from fusing BN into the conv as it does for plain
+    convs), and the raw conv outputs have very different ranges per channel.
+    """
+    pairs = foldable_batch_norms(model)
+    saved = [
+        ([v.numpy() for v in conv.weights], [v.numpy() for v in norm.weights]) for conv, norm in pairs
+    ]
+    try:
+        for conv, norm in pairs:
+            gamma = norm.gamma.numpy() if norm.gamma is not None else 1.0
+            beta = norm.beta.numpy() if norm.beta is not None else 0.0
+            mean, var = norm.moving_mean.numpy(), norm.moving_variance.numpy()
+            scale = gamma / (var + norm.epsilon) ** 0.5
+            conv.kernel.assign(conv.kernel.numpy() * scale)
+            shift = beta - mean * scale
+            if conv.bias is not None:
+                conv.bias.assign(conv.bias.numpy() * scale)
+            if norm.gamma is not None:
+                norm.gamma.assign(np_ones_like(scale))
+            norm.moving_mean.assign(np_zeros_like(mean))
+            norm.moving_variance.assign(np_ones_like(var) - norm.epsilon)
+            if norm.beta is not None:
+                norm.beta.assign(shift)
+            elif not all(abs(float(v)) < 1e-12 for v in shift.ravel()):
+                raise ExportError(f"Cannot fold {norm.name!r}: it has no beta to hold the shift.")
+        if pairs:
+            log(f"folded {len(pairs)} BatchNormalization layers into the preceding AWConv2D "
+                "kernels for quantization (exact; restored afterwards)")
+        yield pairs
+    finally:
+        for (conv, norm), (conv_values, norm_values) in zip(pairs, saved):
+            for variable, value in zip(conv.weights, conv_values):
+                variable.assign(value)
+            for variable, value in zip(norm.weights, norm_values):
+                variable.assign(value)
+
+
+def np_ones_like(value):
+    import numpy as np
+
+    return np.ones_like(value)
+
+
+def np_zeros_like(value):
+    import numpy as np
+
+    return np.zeros_like(value)
+
+
 # ----------------------------------------------------------------- signatures
 
 
@@ -220,7 +329,7 @@ def atomic_path(final_path, is_dir=False):
 
 
 @contextlib.contextmanager
-def temporary_saved_model(model, implementation=DEFAULT_IMPLEMENTATION):
+def temporary_saved_model(model, implementation=DEFAULT_IMPLEMENTATION, fold_batch_norms=False):
     """A SavedModel of ``model`` (float32 ``images`` input, dynamic batch) in a
     temp dir, or ``model`` itself when it is already a SavedModel directory."""
     if isinstance(model, (str, os.PathLike)):
@@ -234,7 +343,11 @@ def temporary_saved_model(model, implementation=DEFAULT_IMPLEMENTATION):
     scratch = tempfile.mkdtemp(prefix="aw_export_sm_")
     try:
         path = os.path.join(scratch, "saved_model")
-        write_serving_saved_model(model, path, implementation=implementation)
+        if fold_batch_norms:
+            with folded_batch_norms(model):
+                write_serving_saved_model(model, path, implementation=implementation)
+        else:
+            write_serving_saved_model(model, path, implementation=implementation)
         yield path
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -168,7 +168,8 @@ def export_tflite(
         raise ValueError(
             f"`quantization` must be one of {QUANTIZATIONS}, received quantization={quantization!r}."
         )
-    with prepare.temporary_saved_model(model, implementation) as saved_model_dir:
+    quantized = quantization in ("int8", "dynamic_range")
+    with prepare.temporary_saved_model(model, implementation, fold_batch_norms=quantized) as saved_model_dir:
         content = convert_saved_model(saved_model_dir, quantization, representative_data, io_dtype)
     with prepare.atomic_path(path) as temp:
         with open(temp, "wb") as handle:
