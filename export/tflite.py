@@ -145,6 +145,7 @@ def export_tflite(
     representative_data=None,
     io_dtype="int8",
     implementation=prepare.DEFAULT_IMPLEMENTATION,
+    fold_batch_norms=None,
 ):
     """Exports ``model`` (or a SavedModel directory) to a .tflite file.
 
@@ -160,6 +161,9 @@ def export_tflite(
         io_dtype: for int8: ``"int8"`` (default), ``"uint8"`` or ``"float32"``
             input and output tensors.
         implementation: AWConv2D strategy to trace with (see `prepare.exportable`).
+        fold_batch_norms: fold each BatchNormalization that follows an AWConv2D
+            into its kernel first (`prepare.folded_batch_norms`, exact). None
+            (default): only for "int8" and "dynamic_range".
 
     Returns:
         ``path``.
@@ -168,8 +172,9 @@ def export_tflite(
         raise ValueError(
             f"`quantization` must be one of {QUANTIZATIONS}, received quantization={quantization!r}."
         )
-    quantized = quantization in ("int8", "dynamic_range")
-    with prepare.temporary_saved_model(model, implementation, fold_batch_norms=quantized) as saved_model_dir:
+    if fold_batch_norms is None:
+        fold_batch_norms = quantization in ("int8", "dynamic_range")
+    with prepare.temporary_saved_model(model, implementation, fold_batch_norms=fold_batch_norms) as saved_model_dir:
         content = convert_saved_model(saved_model_dir, quantization, representative_data, io_dtype)
     with prepare.atomic_path(path) as temp:
         with open(temp, "wb") as handle:
