@@ -3,9 +3,16 @@
 Output cell ``i`` of ``out`` cells over an input axis of length ``size`` averages
 the input rows ``floor(i * size / out) <= h < ceil((i + 1) * size / out)``.
 
-Only ops that convert to TFLite builtins and ONNX are used: ``reduce_mean`` for a
-1x1 output, ``avg_pool2d`` when the bins are equal, otherwise two matrix products
-with bin matrices (constant when the input size is static).
+Only ops that convert to TFLite builtins and ONNX with a dynamic batch are used:
+``reduce_mean`` for a 1x1 output, ``avg_pool2d`` when the bins are equal,
+otherwise (e.g. 56, 28, 14, 7 -> 3 in ResNet50, or unknown sizes) two
+broadcasting matrix products with the bin matrices, rows then columns (constant
+when the input size is static). ``einsum`` with the same matrices was tried
+first: with a dynamic batch the TFLite converter lowered it to RESHAPEs whose
+static shape held a -1 and the .tflite failed to load ("BytesRequired number of
+elements overflowed"); it was also 3x slower than these MATMULs in training.
+Inside `sliced_pooling()` (used by the exporters) uneven static bins are a
+strided slice and ``reduce_mean`` each, which int8 TFLite quantizes better.
 
 Example:
 
@@ -15,16 +22,38 @@ Example:
 TensorShape([2, 3, 3, 3])
 """
 
+import contextlib
+import contextvars
+
 import numpy as np
 import tensorflow as tf
+
+_SLICED = contextvars.ContextVar("aw_keras_sliced_pooling", default=False)
+
+
+@contextlib.contextmanager
+def sliced_pooling():
+    """Context in which uneven static bins are pooled by slices and MEAN.
+
+    The exporters trace inside it: the MATMUL form is 3x faster in TensorFlow,
+    but int8 TFLite quantizes MEAN more faithfully (measured top-1 agreement of
+    a trained AW-ResNet 0.97 with MEAN, 0.94 with BATCH_MATMUL). Same numbers
+    in float up to rounding.
+
+    >>> with sliced_pooling():
+    ...     y = adaptive_average_pool(tf.ones((1, 7, 7, 2)), (3, 3))
+    """
+    token = _SLICED.set(True)
+    try:
+        yield
+    finally:
+        _SLICED.reset(token)
 
 
 def adaptive_bin_matrix(size, out):
     """Returns the (out, size) NumPy averaging matrix of PyTorch's adaptive bins."""
     matrix = np.zeros((out, size), dtype=np.float64)
-    for i in range(out):
-        start = (i * size) // out
-        end = -((-(i + 1) * size) // out)  # ceil
+    for i, (start, end) in enumerate(_bin_bounds(size, out)):
         matrix[i, start:end] = 1.0 / (end - start)
     return matrix
 
@@ -44,6 +73,25 @@ def _bin_matrix(static_size, dynamic_size, out, dtype):
     if static_size is not None:
         return tf.constant(adaptive_bin_matrix(static_size, out), dtype=dtype)
     return _dynamic_bin_matrix(dynamic_size, out, dtype)
+
+
+def _bin_bounds(size, out):
+    """The [start, end) input rows of each of ``out`` PyTorch adaptive bins."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def _pool_sliced(inputs, height, width, out_h, out_w):
+    """Separable slices + ``reduce_mean``: rows first, then columns."""
+    rows = tf.concat(
+        [tf.reduce_mean(inputs[:, top:bottom], axis=1, keepdims=True)
+         for top, bottom in _bin_bounds(height, out_h)],
+        axis=1,
+    )
+    return tf.concat(
+        [tf.reduce_mean(rows[:, :, left:right], axis=2, keepdims=True)
+         for left, right in _bin_bounds(width, out_w)],
+        axis=2,
+    )
 
 
 def adaptive_average_pool(inputs, output_size):
@@ -71,8 +119,16 @@ def adaptive_average_pool(inputs, output_size):
     ):
         window = (static_h // out_h, static_w // out_w)
         return tf.nn.avg_pool2d(inputs, window, window, "VALID")
+    if static_h is not None and static_w is not None and _SLICED.get():
+        return _pool_sliced(inputs, static_h, static_w, out_h, out_w)
     dynamic = tf.shape(inputs)
+    height = static_h if static_h is not None else dynamic[1]
+    width = static_w if static_w is not None else dynamic[2]
+    channels = inputs.shape[3] if inputs.shape[3] is not None else dynamic[3]
     rows = _bin_matrix(static_h, dynamic[1], out_h, inputs.dtype)
     cols = _bin_matrix(static_w, dynamic[2], out_w, inputs.dtype)
-    pooled = tf.einsum("ih,nhwc->niwc", rows, inputs)
-    return tf.einsum("jw,niwc->nijc", cols, pooled)
+    # Separable: contract H with a (out_h, H) matrix, then W with (out_w, W).
+    # Plain broadcasting MATMULs and RESHAPEs with a single -1 (the batch).
+    pooled = tf.matmul(rows, tf.reshape(inputs, [-1, height, width * channels]))
+    pooled = tf.matmul(cols, tf.reshape(pooled, [-1, width, channels]))
+    return tf.reshape(pooled, [-1, out_h, out_w, channels])

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import reference
-from aw_keras.layers.pooling import adaptive_average_pool, adaptive_bin_matrix
+from aw_keras.layers.pooling import adaptive_average_pool, adaptive_bin_matrix, sliced_pooling
 
 SIZES = [(7, 9), (15, 15), (2, 5), (3, 3), (1, 1), (6, 12), (56, 56)]
 OUTPUTS = [(3, 3), (1, 1), (5, 5), (3, 1), (2, 3)]
@@ -35,3 +35,17 @@ def test_bins_overlap_when_they_do_not_divide():
 def test_rejects_non_positive_output_size():
     with pytest.raises(ValueError, match="`output_size`"):
         adaptive_average_pool(tf.zeros((1, 4, 4, 1)), (0, 2))
+
+
+@pytest.mark.parametrize("size,output_size", [((7, 9), (3, 3)), ((56, 56), (3, 3)), ((15, 15), (2, 3))])
+def test_sliced_pooling_gives_the_same_bins(size, output_size):
+    x = np.random.default_rng(1).normal(size=(2,) + size + (3,)).astype("float32")
+    expected = reference.adaptive_avg_pool(x, *output_size)
+    with sliced_pooling():
+        fn = tf.function(lambda t: adaptive_average_pool(t, output_size))
+        graph_ops = {op.type for op in fn.get_concrete_function(tf.TensorSpec((None,) + size + (3,))).graph.get_operations()}
+        np.testing.assert_allclose(fn(x).numpy(), expected, atol=1e-6)
+    assert "Mean" in graph_ops and not graph_ops & {"MatMul", "BatchMatMulV2", "BatchMatMulV3"}
+    plain = {op.type for op in tf.function(lambda t: adaptive_average_pool(t, output_size))
+             .get_concrete_function(tf.TensorSpec((None,) + size + (3,))).graph.get_operations()}
+    assert "Mean" not in plain  # the context is gone after the block
