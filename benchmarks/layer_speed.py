@@ -9,6 +9,10 @@ one forward + backward (gradients for the input and every trainable weight).
     python benchmarks/layer_speed.py                   # all shapes, batch 16
     python benchmarks/layer_speed.py --repeats 5 --shapes 14x14x256
     python benchmarks/layer_speed.py --markdown docs/layer_speed_cpu.md
+    python benchmarks/layer_speed.py --jit-compile      # everything under XLA
+
+With ``--jit-compile`` the baseline Conv2D is compiled by XLA too, so the ratio
+answers "what does AW cost in a model compiled with ``jit_compile=True``".
 """
 
 import argparse
@@ -34,15 +38,15 @@ def parse_shape(text):
     return height, width, channels
 
 
-def make_step_functions(layer, x):
+def make_step_functions(layer, x, jit_compile=False):
     """Compiled inference and training-step functions for one layer."""
     weights = [w.value for w in layer.trainable_weights]
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def inference():
         return layer(x, training=False)
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def train_step():
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -68,7 +72,7 @@ def time_interleaved(candidates, repeats, warmup=2):
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def benchmark_shape(shape, batch, implementations, repeats):
+def benchmark_shape(shape, batch, implementations, repeats, jit_compile=False):
     height, width, channels = shape
     x = tf.random.normal((batch, height, width, channels))
     keras.utils.set_random_seed(0)
@@ -77,7 +81,7 @@ def benchmark_shape(shape, batch, implementations, repeats):
         layers[implementation] = AWConv2D(
             channels, 3, padding="same", use_bias=False, implementation=implementation
         )
-    functions = {name: make_step_functions(layer, x) for name, layer in layers.items()}
+    functions = {name: make_step_functions(layer, x, jit_compile) for name, layer in layers.items()}
     results = {}
     for mode in ("inference", "train"):
         candidates = {name: fns[mode] for name, fns in functions.items()}
@@ -101,18 +105,25 @@ def main(argv=None):
     parser.add_argument("--implementations", nargs="+", default=list(IMPLEMENTATIONS),
                         choices=list(IMPLEMENTATIONS))
     parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="compile every candidate, Conv2D included, with XLA")
     args = parser.parse_args(argv)
+    if args.batch <= 0 or args.repeats <= 0:
+        parser.error(f"--batch and --repeats must be positive, received {args.batch}, {args.repeats}")
 
     lines = [
         f"Machine: {describe_machine()}; batch {args.batch}, 3x3, stride 1, 'same', "
-        f"median of {args.repeats} interleaved rounds.",
+        f"median of {args.repeats} interleaved rounds, "
+        f"{'XLA (jit_compile=True)' if args.jit_compile else 'graph mode (tf.function, no XLA)'}.",
         "",
         "| shape | implementation | inference ms | x Conv2D | train step ms | x Conv2D |",
         "|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for text in args.shapes:
-        results, resolved = benchmark_shape(parse_shape(text), args.batch, args.implementations, args.repeats)
+        results, resolved = benchmark_shape(
+            parse_shape(text), args.batch, args.implementations, args.repeats, args.jit_compile
+        )
         base_inf, base_train = results["inference"]["Conv2D"], results["train"]["Conv2D"]
         for name in results["inference"]:
             inf, train = results["inference"][name], results["train"][name]
