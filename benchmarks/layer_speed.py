@@ -40,7 +40,11 @@ def parse_shape(text):
 
 def make_step_functions(layer, x, jit_compile=False):
     """Compiled inference and training-step functions for one layer."""
+    if not layer.built:
+        layer.build(x.shape)  # before reading its weights: the train step needs them all
     weights = [w.value for w in layer.trainable_weights]
+    if not weights:
+        raise RuntimeError(f"{layer.name} has no trainable weights to differentiate")
 
     @tf.function(jit_compile=jit_compile)
     def inference():
