@@ -10,6 +10,7 @@ Example:
 """
 
 from aw_keras import layers
+from aw_keras import optimizers
 from aw_keras import utils
 
 __version__ = "0.1.0"

@@ -291,18 +291,25 @@ class AWConv2D(keras.layers.Layer):
             self.kernel_size, self.strides, self.dilation_rate, self.padding
         )
 
-    def resolved_implementation(self, input_shape):
-        """The strategy ``implementation="auto"`` picks for ``input_shape``."""
+    def resolved_implementation(self, input_shape, training=False, xla=None):
+        """The strategy ``implementation="auto"`` picks for ``input_shape``.
+
+        ``xla=None`` asks whether this is being traced for XLA right now.
+        """
         if self.implementation != "auto":
             return self.implementation
+        if xla is None:
+            xla = aw_kernels.in_xla_context()
         kernel_shape = self.kernel_size + (self.input_channels, self.filters)
-        return aw_kernels.choose_strategy(input_shape, kernel_shape, self.geometry)
+        return aw_kernels.choose_strategy(
+            input_shape, kernel_shape, self.geometry, training=bool(training), xla=xla
+        )
 
     def call(self, inputs, training=None):
         attention = self._compact_attention(inputs, training)
         scale = 1.0 + attention if self.attention_mode == "residual" else attention
         kernel = tf.cast(self.kernel, self.compute_dtype)
-        strategy = aw_kernels.STRATEGIES[self.resolved_implementation(inputs.shape)]
+        strategy = aw_kernels.STRATEGIES[self.resolved_implementation(inputs.shape, training)]
         outputs = strategy(inputs, kernel, scale, self.geometry, training=bool(training))
         if self.use_bias:
             outputs = outputs + tf.cast(self.bias, self.compute_dtype)

@@ -139,9 +139,22 @@ def build_model(config, source, preset):
     kwargs.setdefault("input_shape", image_shape(source, preset))
     kwargs.setdefault("classes", source.num_classes)
     try:
-        return applications.get_model(config.model, **kwargs)
+        model = applications.get_model(config.model, **kwargs)
     except (TypeError, ValueError) as error:
         raise UsageError(f"Cannot build model {config.model!r} with {kwargs}: {error}") from error
+    return float32_outputs(model)
+
+
+def float32_outputs(model):
+    """Under a mixed policy, ends ``model`` with a float32 cast (Keras's advice for
+    a numerically stable loss; the top-5 metric also needs float32 scores)."""
+    import keras
+
+    if model.output.dtype == "float32":
+        return model
+    outputs = keras.layers.Activation("linear", dtype="float32", name="predictions_float32")(
+        model.output)
+    return keras.Model(model.inputs, outputs, name=model.name)
 
 
 def all_layers(layer, seen=None):
@@ -178,7 +191,7 @@ def set_bn_momentum(model, momentum):
 def make_optimizer(config, preset, steps, lr):
     import keras
 
-    from aw_keras.train.optimizers import SGDL2
+    from aw_keras.optimizers import SGDL2
 
     total = steps * config.epochs
     if preset.schedule == "step":

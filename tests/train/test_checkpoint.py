@@ -7,7 +7,7 @@ import numpy as np
 
 from aw_keras.train.checkpoint import CheckpointManager
 from aw_keras.train.checkpoint import remove_stale_temporaries
-from aw_keras.train.optimizers import SGDL2
+from aw_keras.optimizers import SGDL2
 
 
 def _model(seed):

@@ -3,7 +3,13 @@
 Keras's ``weight_decay`` is decoupled (``w -= lr * wd * w`` outside momentum);
 the paper's recipe, like torchvision's, adds ``wd * w`` to the gradient before
 momentum. Under momentum 0.9 the two differ by about 10x in effective strength,
-so the recipe is reproduced with the coupled form.
+so the recipe is reproduced with the coupled form. `aw-train` compiles with it,
+so `import aw_keras` registers it and trained ``.keras`` files load.
+
+Example:
+
+>>> import aw_keras
+>>> optimizer = aw_keras.optimizers.SGDL2(0.1, momentum=0.9, nesterov=True, l2=1e-4)
 """
 
 import keras
