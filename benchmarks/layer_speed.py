@@ -90,7 +90,11 @@ def benchmark_shape(shape, batch, implementations, repeats, jit_compile=False):
     for mode in ("inference", "train"):
         candidates = {name: fns[mode] for name, fns in functions.items()}
         results[mode] = time_interleaved(candidates, repeats)
-    resolved = layers["auto"].resolved_implementation(x.shape) if "auto" in layers else ""
+    resolved = ""
+    if "auto" in layers:
+        picks = [layers["auto"].resolved_implementation(x.shape, training=t, xla=jit_compile)
+                 for t in (False, True)]
+        resolved = picks[0] if picks[0] == picks[1] else f"{picks[0]}; train: {picks[1]}"
     return results, resolved
 
 
