@@ -4,9 +4,10 @@ atomic writes and the export error type.
 Every exporter traces the model inside `exportable(model)`, which
 
 switches every `AWConv2D` to an exportable strategy (default ``"taps"``) and
-says so on the log, restoring the original strategies afterwards, and pools
-uneven bins by slices and MEAN (`aw_keras.layers.pooling.sliced_pooling`),
-which int8 quantizes more faithfully than the default MATMULs.
+says so on the log, restoring the original strategies afterwards, and traces
+inside `aw_kernels.export_friendly_ops()`: tap partials summed by ADDs (int8
+has no ADD_N kernel) and uneven pooling bins by slices and MEAN (which int8
+quantizes more faithfully than the default MATMULs).
 
 Example:
 
@@ -25,7 +26,6 @@ import tensorflow as tf
 
 from aw_keras.layers import AWConv2D
 from aw_keras.layers import aw_kernels
-from aw_keras.layers.pooling import sliced_pooling
 
 logger = logging.getLogger("aw_keras.export")
 
@@ -93,7 +93,7 @@ def exportable(model, implementation=DEFAULT_IMPLEMENTATION):
             f"{olds} to {news} for export (same numbers, exportable ops); restored afterwards"
         )
     try:
-        with sliced_pooling():
+        with aw_kernels.export_friendly_ops():
             yield model
     finally:
         for layer, value in zip(layers, original):

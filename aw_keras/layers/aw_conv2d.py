@@ -265,8 +265,11 @@ class AWConv2D(keras.layers.Layer):
         excited = tf.sigmoid(self.excite_bn(excited, training=training))
         # Eq. 8: flat channel index = p_group * G1 + c1_group (C2-major).
         ph, pw = self.pooled_size
-        grouped = tf.reshape(excited, [-1, ph, pw, self.output_groups, self.input_groups])
-        grouped = tf.transpose(grouped, [0, 1, 2, 4, 3])
+        if self.input_groups == 1 or self.output_groups == 1:  # the transpose is a reshape
+            grouped = tf.reshape(excited, [-1, ph, pw, self.input_groups, self.output_groups])
+        else:
+            grouped = tf.reshape(excited, [-1, ph, pw, self.output_groups, self.input_groups])
+            grouped = tf.transpose(grouped, [0, 1, 2, 4, 3])
         grouped = aw_kernels.repeat_axis(grouped, 1, self.spatial_reduction)
         grouped = aw_kernels.repeat_axis(grouped, 2, self.spatial_reduction)
         return aw_kernels.repeat_axis(grouped, 4, self.output_channel_reduction)

@@ -30,12 +30,47 @@ TensorShape([2, 8, 8, 6])
 """
 
 import collections
+import contextlib
+import contextvars
 
 import tensorflow as tf
+
+from aw_keras.layers.pooling import sliced_pooling
 
 ConvGeometry = collections.namedtuple(
     "ConvGeometry", ["kernel_size", "strides", "dilation_rate", "padding"]
 )
+
+_EXPORT_OPS = contextvars.ContextVar("aw_keras_export_ops", default=False)
+
+
+@contextlib.contextmanager
+def export_friendly_ops():
+    """Context in which AWConv2D traces to ops that TFLite runs best.
+
+    Inside it the nine tap partials are summed by a chain of ADDs (int8 TFLite
+    has no int8 ADD_N kernel, so ADD_N made the converter wrap every AW layer in
+    DEQUANTIZE / float ADD_N / QUANTIZE) and uneven pooling bins use slices and
+    MEAN (`aw_keras.layers.pooling.sliced_pooling`). Same numbers up to float
+    rounding; the exporters trace inside it.
+    """
+    token = _EXPORT_OPS.set(True)
+    try:
+        with sliced_pooling():
+            yield
+    finally:
+        _EXPORT_OPS.reset(token)
+
+
+def sum_partials(partials):
+    """``tf.add_n`` (one pass in TensorFlow), or a chain of ADDs when exporting."""
+    if len(partials) == 1 or not _EXPORT_OPS.get():
+        return tf.add_n(partials)
+    total = partials[0]
+    for partial in partials[1:]:
+        total = total + partial
+    return total
+
 
 # At inference, a static batch up to this size unrolls `per_sample` into one conv
 # per sample; larger or unknown batches, and training, use `tf.map_fn`.
@@ -82,7 +117,8 @@ def pad_for_taps(inputs, geometry):
         else:
             pads.append([0, 0])
     pads.append([0, 0])
-    if geometry.padding == "same":
+    static_zero = all(isinstance(v, int) and v == 0 for pair in pads for v in pair)
+    if geometry.padding == "same" and not static_zero:  # 1x1 "same" pads nothing
         inputs = tf.pad(inputs, pads)
     return inputs, outs
 
@@ -92,6 +128,8 @@ def tap_slice(padded, j, k, out_size, geometry):
     (sh, sw), (dh, dw) = geometry.strides, geometry.dilation_rate
     oh, ow = out_size
     top, left = j * dh, k * dw
+    if (top, left, sh, sw) == (0, 0, 1, 1) and (oh, ow) == tuple(padded.shape[1:3]):
+        return padded  # the whole map (1x1 kernels): no copy, no STRIDED_SLICE op
     return padded[:, top : top + (oh - 1) * sh + 1 : sh, left : left + (ow - 1) * sw + 1 : sw, :]
 
 
@@ -137,12 +175,16 @@ def taps(inputs, kernel, scale, geometry, training=False):
             window = tap_slice(padded, j, k, out_size, geometry)
             if groups == 1:
                 product = tf.nn.conv2d(window, kernel[j : j + 1, k : k + 1], 1, "VALID")
-                partials.append(product * scale[:, j, k, 0][:, None, None, :])
+                if kh * kw == 1:  # (N, 1, 1, 1, C2) -> (N, 1, 1, C2) without a slice op
+                    tap_scale = tf.reshape(scale, [-1, 1, 1, channels_out])
+                else:
+                    tap_scale = scale[:, j, k, 0][:, None, None, :]
+                partials.append(product * tap_scale)
             else:
                 partials.append(
                     _grouped_tap(window, kernel[j, k], scale[:, j, k], out_size)
                 )
-    return tf.add_n(partials)
+    return sum_partials(partials)
 
 
 def _taps_batched(padded, kernel, scale, out_size, geometry):

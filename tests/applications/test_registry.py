@@ -1,5 +1,9 @@
 """Registry: the issue's names, lookup, errors; every cheap model builds and runs."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -103,16 +107,57 @@ def test_one_fit_step(name):
     assert np.isfinite(loss) and changed
 
 
+SWEEP_LOADER = """
+import sys
+import numpy as np
+import keras
+import aw_keras  # noqa: F401  (registers the custom layers)
+model = keras.models.load_model(sys.argv[1])
+got = keras.ops.convert_to_numpy(model(np.load(sys.argv[2]), training=False))
+np.testing.assert_array_equal(got, np.load(sys.argv[3]))
+print("IDENTICAL", model.name)
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", applications.list_models())
-def test_every_model_full_sweep(name):
-    """Every registered model: forward, fit step, headless poolings."""
+def test_every_model_full_sweep(name, tmp_path):
+    """Every registered model (small input, 4 classes): forward, fit step, `.keras`
+    save/load in a fresh process with identical outputs, headless poolings, a
+    custom input tensor, and 1- and 4-channel inputs."""
     kwargs = small_kwargs(name)
     x = np.random.default_rng(2).random((2,) + kwargs["input_shape"], dtype=np.float32)
     model = applications.get_model(name, **kwargs)
     assert keras.ops.convert_to_numpy(model(x)).shape == (2, kwargs["classes"])
     loss, changed = fit_one_step(model, x, kwargs["classes"])
     assert np.isfinite(loss) and changed
+
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", keras.ops.convert_to_numpy(model(x, training=False)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    loaded = subprocess.run(
+        [sys.executable, "-c", SWEEP_LOADER, path, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert loaded.returncode == 0 and "IDENTICAL" in loaded.stdout, loaded.stderr[-3000:]
+
     for pooling, rank in (("avg", 2), ("max", 2), (None, 4)):
         headless = applications.get_model(name, include_top=False, pooling=pooling, **kwargs)
         assert len(headless(x).shape) == rank
+
+    inputs = keras.Input(kwargs["input_shape"])
+    scaled = keras.layers.Rescaling(0.5)(inputs)
+    tensor_kwargs = {k: v for k, v in kwargs.items() if k != "input_shape"}
+    on_tensor = applications.get_model(name, input_tensor=scaled, **tensor_kwargs)
+    assert on_tensor.inputs[0] is inputs
+    assert keras.ops.convert_to_numpy(on_tensor(x)).shape == (2, kwargs["classes"])
+
+    height, width = kwargs["input_shape"][:2]
+    for channels in (1, 4):
+        shape = (height, width, channels)
+        other = dict(kwargs, input_shape=shape)
+        image = np.ones((1,) + shape, np.float32)
+        assert applications.get_model(name, **other)(image).shape == (1, kwargs["classes"])
+        headless = applications.get_model(name, include_top=False, pooling="avg", **other)
+        assert len(headless(image).shape) == 2
