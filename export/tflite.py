@@ -53,6 +53,37 @@ def list_ops(model_content):
     return sorted(ops)
 
 
+def near_constant_activations(model_content, scale_floor=1e-6):
+    """Names of quantized activation tensors whose calibrated range is ~0.
+
+    Such a tensor (scale below ``scale_floor``: it held the same value for all
+    calibration data, e.g. a dead ReLU or a zero-initialized BatchNorm beta in
+    a random-init model) makes XNNPACK refuse the whole int8 graph ("failed to
+    prepare"): its requantization ratios fall outside XNNPACK's limits, and
+    LiteRT then runs its slower reference kernels.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    if isinstance(model_content, (str, os.PathLike)):
+        with open(model_content, "rb") as handle:
+            model_content = handle.read()
+    model = schema.Model.GetRootAsModel(model_content, 0)
+    quantized = {schema.TensorType.INT8, schema.TensorType.UINT8}
+    names = []
+    for g in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(g)
+        for i in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(i)
+            params = tensor.Quantization()
+            if tensor.Type() not in quantized or params is None or params.ScaleLength() == 0:
+                continue
+            if model.Buffers(tensor.Buffer()).DataLength() > 0:
+                continue  # a constant (weights), not an activation
+            if float(np.max(params.ScaleAsNumpy())) < scale_floor:
+                names.append(tensor.Name().decode())
+    return names
+
+
 def tensor_types(model_content):
     """Set of tensor type names (``FLOAT32``, ``FLOAT16``, ``INT8``...) in the model."""
     from ai_edge_litert import schema_py_generated as schema
@@ -180,4 +211,14 @@ def export_tflite(
         with open(temp, "wb") as handle:
             handle.write(content)
     prepare.log(f"wrote TFLite ({quantization or 'float32'}) {os.fspath(path)}, {len(content)} bytes")
+    if quantization == "int8":
+        flat = near_constant_activations(content)
+        if flat:
+            shown = ", ".join(flat[:3]) + (f" and {len(flat) - 3} more" if len(flat) > 3 else "")
+            prepare.log(
+                f"warning: {len(flat)} activation tensor(s) had a ~0 range over the calibration "
+                f"data ({shown}); XNNPACK will likely refuse this int8 model and LiteRT fall "
+                f"back to slower reference kernels. Typical of random-init weights: calibrate "
+                f"a trained model with real images."
+            )
     return os.fspath(path)

@@ -64,3 +64,42 @@ def test_argument_errors(tmp_path):
     with pytest.raises(ExportError, match="not a SavedModel"):
         export_tflite(str(tmp_path), tmp_path / "m.tflite")
     assert not os.path.exists(tmp_path / "m.tflite")
+
+
+def test_int8_near_constant_activations_are_reported_and_explain_xnnpack(tmp_path, capsys):
+    from ai_edge_litert.interpreter import Interpreter
+    from aw_keras.export.tflite import near_constant_activations
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 8))
+    layer = AWConv2D(16, 1, name="aw")  # one squeeze unit; zero BN betas at init
+    model = keras.Model(inputs, layer(inputs))
+    images = np.random.default_rng(0).random((16, 16, 16, 8), dtype=np.float32)
+    image = np.zeros((1, 16, 16, 8), np.int8)
+
+    def runs_with_xnnpack(path):
+        interpreter = Interpreter(model_path=path)  # XNNPACK is the default delegate
+        try:
+            interpreter.allocate_tensors()
+        except RuntimeError as error:
+            assert "XNNPACK" in str(error)
+            return False
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+        interpreter.invoke()
+        return True
+
+    flat_path = export_tflite(model, tmp_path / "flat.tflite", quantization="int8",
+                              representative_data=images)
+    flat = near_constant_activations(flat_path)
+    assert flat and all("aw" in name for name in flat)
+    assert "~0 range over the calibration data" in capsys.readouterr().out
+    assert not runs_with_xnnpack(flat_path)
+
+    # Non-degenerate attention activations (as after training): nothing reported, XNNPACK runs.
+    layer.squeeze_bn.beta.assign(np.ones(layer.squeeze_bn.beta.shape, np.float32))
+    layer.excite_bn.beta.assign(np.full(layer.excite_bn.beta.shape, 0.5, np.float32))
+    good_path = export_tflite(model, tmp_path / "good.tflite", quantization="int8",
+                              representative_data=images)
+    assert near_constant_activations(good_path) == []
+    assert "~0 range" not in capsys.readouterr().out
+    assert runs_with_xnnpack(good_path)
