@@ -111,6 +111,18 @@ def make_strategy(name):
     if name is None:
         return tf.distribute.get_strategy()
     if name == "mirrored":
+        replicas = os.environ.get("AW_TRAIN_CPU_REPLICAS")
+        if replicas and not tf.config.list_physical_devices("GPU"):
+            # CPU-only: split the CPU into logical devices to run (and test) the
+            # multi-replica code path without GPUs.
+            if not replicas.isdigit() or int(replicas) < 1:
+                raise UsageError(f"AW_TRAIN_CPU_REPLICAS must be a positive integer, "
+                                 f"got {replicas!r}.")
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * int(replicas))
+            devices = [f"/cpu:{i}" for i in range(int(replicas))]
+            return tf.distribute.MirroredStrategy(devices)
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         if not os.environ.get("TF_CONFIG"):
