@@ -25,6 +25,7 @@ def plot_curves(history, path):
             if any(v is not None for v in values):
                 axis.plot(epochs, values, style, label=("validation " if prefix else "train ") + key)
         axis.set_xlabel("epoch")
+        axis.xaxis.get_major_locator().set_params(integer=True)  # no 1.25 epochs
         axis.set_title(title)
         axis.grid(alpha=0.3)
         axis.legend()
@@ -74,8 +75,8 @@ def plot_attention(model, images, labels, class_names, path, max_channels=64):
         return None
     plt = _pyplot()
     rows, cols = len(images), 1 + len(maps)
-    figure, axes = plt.subplots(rows, cols, figsize=(3 + 3.2 * len(maps), 2.2 * rows),
-                                squeeze=False)
+    figure, axes = plt.subplots(rows, cols, figsize=(3 + 3.2 * len(maps), 2.4 * rows + 0.6),
+                                squeeze=False, layout="constrained")
     for i in range(rows):
         image = images[i]
         shown = image[..., 0] if image.shape[-1] == 1 else (image - image.min()) / (np.ptp(image) + 1e-9)
@@ -90,8 +91,10 @@ def plot_attention(model, images, labels, class_names, path, max_channels=64):
             picture = a.reshape(kh * kw, c2)[:, :max_channels]
             axis = axes[i, j]
             shown = axis.imshow(picture, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
-            axis.set_title(f"{name}\n(taps x out channels)", fontsize=7)
-            axis.set_xlabel("output channel", fontsize=6)
+            if i == 0:  # layer names once, on top; axis labels on the last row
+                axis.set_title(f"{name}\n(taps x out channels)", fontsize=7)
+            if i == rows - 1:
+                axis.set_xlabel("output channel", fontsize=6)
             axis.set_ylabel(f"tap ({kh}x{kw})", fontsize=6)
             axis.tick_params(labelsize=5)
     figure.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.6, label="attention A")
