@@ -11,15 +11,7 @@ import time
 
 import numpy as np
 
-from train_helpers import TINY_KWARGS, subprocess_env, train_command
-
-
-def _history(out):
-    try:
-        with open(os.path.join(out, "history.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return []
+from train_helpers import TINY_KWARGS, read_history, subprocess_env, train_command
 
 
 def test_kill_9_then_resume_then_corrupt_checkpoint(tmp_path, tiny_folder):
@@ -34,12 +26,12 @@ def test_kill_9_then_resume_then_corrupt_checkpoint(tmp_path, tiny_folder):
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while len(_history(out)) < 2 and process.poll() is None and time.time() < deadline:
+    while len(read_history(out)) < 2 and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    before = _history(out)
+    before = read_history(out)
     done = len(before)
     assert 2 <= done < epochs
     assert not os.path.exists(os.path.join(out, "metrics.json"))
@@ -48,7 +40,7 @@ def test_kill_9_then_resume_then_corrupt_checkpoint(tmp_path, tiny_folder):
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"(epoch {done}," in resumed.stdout, resumed.stdout[-2000:]
-    after = _history(out)
+    after = read_history(out)
     assert [h["epoch"] for h in after] == list(range(1, epochs + 1))
     # The epochs completed before the kill were kept, not trained again.
     assert after[:done] == before
@@ -76,7 +68,7 @@ def test_kill_9_then_resume_then_corrupt_checkpoint(tmp_path, tiny_folder):
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"checkpoint {checkpoints[-1]} is corrupt" in again.stdout
     assert os.path.isdir(os.path.join(out, "checkpoints", checkpoints[-1] + ".corrupt"))
-    final = _history(out)
+    final = read_history(out)
     assert [h["epoch"] for h in final] == list(range(1, epochs + 1))
 
     import keras

@@ -10,15 +10,7 @@ import time
 
 import numpy as np
 
-from train_helpers import TINY_KWARGS, subprocess_env, train_command
-
-
-def _history(out):
-    try:
-        with open(os.path.join(out, "history.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return []
+from train_helpers import TINY_KWARGS, read_history, subprocess_env, train_command
 
 
 def test_mirrored_two_replicas_kill_and_resume(tmp_path, tiny_folder):
@@ -34,14 +26,14 @@ def test_mirrored_two_replicas_kill_and_resume(tmp_path, tiny_folder):
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 300
-    while len(_history(out)) < 2 and process.poll() is None and time.time() < deadline:
+    while len(read_history(out)) < 2 and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     first_output = process.communicate()[0]
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert "2 replica(s)" in first_output
     assert "8 steps/epoch of 4" in first_output  # 32 training images, global batch 4
-    before = _history(out)
+    before = read_history(out)
     done = len(before)
     assert 2 <= done < epochs
 
@@ -49,7 +41,7 @@ def test_mirrored_two_replicas_kill_and_resume(tmp_path, tiny_folder):
                              timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "2 replica(s)" in resumed.stdout
-    after = _history(out)
+    after = read_history(out)
     assert [h["epoch"] for h in after] == list(range(1, epochs + 1))
     assert after[:done] == before
     assert all(np.isfinite(h["loss"]) for h in after)

@@ -1,5 +1,6 @@
 """Helpers shared by the aw-train tests (imported by path, see conftest.py)."""
 
+import json
 import os
 import sys
 
@@ -37,3 +38,12 @@ def subprocess_env(**extra):
                CUDA_VISIBLE_DEVICES="", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
     env.update(extra)
     return env
+
+
+def read_history(out):
+    """The run's history.json as a list, or [] while it does not exist or is being written."""
+    try:
+        with open(os.path.join(out, "history.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return []
