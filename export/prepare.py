@@ -158,7 +158,8 @@ def folded_batch_norms(model):
     Exact: the attention scale S multiplies per output channel like BN's
     ``g = gamma / sqrt(var + eps)``, so ``BN(conv(x, K*S) + b)`` equals
     ``conv(x, (K*g)*S) + b*g + c`` with ``c = beta - mean*g``; the BN becomes
-    ``y + c`` (gamma 1, mean 0, var 1 - eps). Why: in full-integer TFLite the
+    ``y + c`` (gamma 1, mean 0, var 1 - eps) and, while folded, is called as
+    exactly that: one ADD, no MUL by 1. Why: in full-integer TFLite the
     AWConv2D output is quantized per tensor *before* the BN (the attention
     MUL stops the converter from fusing BN into the conv as it does for plain
     convs), and the raw conv outputs have very different ranges per channel.
@@ -185,16 +186,32 @@ def folded_batch_norms(model):
                 norm.beta.assign(shift)
             elif not all(abs(float(v)) < 1e-12 for v in shift.ravel()):
                 raise ExportError(f"Cannot fold {norm.name!r}: it has no beta to hold the shift.")
+            # The folded BN is exactly ``x + beta``; traced as a BN it would still emit
+            # a MUL by 1 (an extra int8 requantization per AW layer).
+            norm.call = _shift_only(norm)
         if pairs:
             log(f"folded {len(pairs)} BatchNormalization layers into the preceding AWConv2D "
                 "kernels for quantization (exact; restored afterwards)")
         yield pairs
     finally:
+        for _, norm in pairs:
+            norm.__dict__.pop("call", None)
         for (conv, norm), (conv_values, norm_values) in zip(pairs, saved):
             for variable, value in zip(conv.weights, conv_values):
                 variable.assign(value)
             for variable, value in zip(norm.weights, norm_values):
                 variable.assign(value)
+
+
+def _shift_only(norm):
+    """The call of a folded BatchNormalization (gamma 1, mean 0, var 1 - eps)."""
+
+    def call(inputs, training=None, mask=None):
+        if norm.beta is None:
+            return inputs
+        return inputs + keras.ops.cast(norm.beta, inputs.dtype)
+
+    return call
 
 
 def np_ones_like(value):
