@@ -18,17 +18,15 @@ answers "what does AW cost in a model compiled with ``jit_compile=True``".
 import argparse
 import os
 import platform
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras  # noqa: E402
 from aw_keras.layers import AWConv2D  # noqa: E402
 from aw_keras.layers.aw_conv2d import IMPLEMENTATIONS  # noqa: E402
+from timing import time_interleaved  # noqa: E402  (benchmarks/timing.py)
 
 RESNET50_STAGES = ["56x56x64", "28x28x128", "14x14x256", "7x7x512"]
 
@@ -62,20 +60,6 @@ def make_step_functions(layer, x, jit_compile=False):
     return {"inference": inference, "train": train_step}
 
 
-def time_interleaved(candidates, repeats, warmup=2):
-    """Median seconds per candidate; candidates: {name: fn}. Rounds are interleaved."""
-    for fn in candidates.values():
-        for _ in range(warmup):
-            np.asarray(fn())
-    samples = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            np.asarray(fn())
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def benchmark_shape(shape, batch, implementations, repeats, jit_compile=False):
     height, width, channels = shape
     x = tf.random.normal((batch, height, width, channels))
@@ -89,7 +73,7 @@ def benchmark_shape(shape, batch, implementations, repeats, jit_compile=False):
     results = {}
     for mode in ("inference", "train"):
         candidates = {name: fns[mode] for name, fns in functions.items()}
-        results[mode] = time_interleaved(candidates, repeats)
+        results[mode] = time_interleaved(candidates, repeats, warmup=2)
     resolved = ""
     if "auto" in layers:
         picks = [layers["auto"].resolved_implementation(x.shape, training=t, xla=jit_compile)

@@ -20,10 +20,8 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 
 
 def _builders():
@@ -84,17 +82,6 @@ def step_functions(model, batch, size):
     return (lambda: infer(x).numpy()), (lambda: train_step(x, y).numpy())
 
 
-def time_interleaved(functions, repeats):
-    """Median seconds per name; functions: {name: fn}, timed round-robin."""
-    samples = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def time_family(builders, names, batch, size, repeats, warmup=2):
     """[(name, inference s, train s, RSS added MiB)] for models held at once."""
     infers, trains, memory = {}, {}, {}
@@ -108,6 +95,8 @@ def time_family(builders, names, batch, size, repeats, warmup=2):
         infers[name], trains[name] = infer, train
         memory[name] = _rss_mib() - before
         print(f"built and warmed up {name} (+{memory[name]:.0f} MiB)", file=sys.stderr, flush=True)
+    from timing import time_interleaved  # benchmarks/timing.py
+
     infer_times = time_interleaved(infers, repeats)
     train_times = time_interleaved(trains, repeats)
     return [(name, infer_times[name], train_times[name], memory[name]) for name in names]

@@ -32,15 +32,22 @@ def _builtin_names():
     return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
-def list_ops(model_content):
-    """Sorted operator names in a .tflite flatbuffer (bytes or path); custom
-    (including Flex) ops appear under their custom code, e.g. ``FlexErf``."""
+def _read_model(model_content):
+    """The flatbuffer ``Model`` of a .tflite given as bytes or a path."""
     from ai_edge_litert import schema_py_generated as schema
 
     if isinstance(model_content, (str, os.PathLike)):
         with open(model_content, "rb") as handle:
             model_content = handle.read()
-    model = schema.Model.GetRootAsModel(model_content, 0)
+    return schema.Model.GetRootAsModel(model_content, 0)
+
+
+def list_ops(model_content):
+    """Sorted operator names in a .tflite flatbuffer (bytes or path); custom
+    (including Flex) ops appear under their custom code, e.g. ``FlexErf``."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = _read_model(model_content)
     names = _builtin_names()
     ops = set()
     for i in range(model.OperatorCodesLength()):
@@ -64,10 +71,7 @@ def near_constant_activations(model_content, scale_floor=1e-6):
     """
     from ai_edge_litert import schema_py_generated as schema
 
-    if isinstance(model_content, (str, os.PathLike)):
-        with open(model_content, "rb") as handle:
-            model_content = handle.read()
-    model = schema.Model.GetRootAsModel(model_content, 0)
+    model = _read_model(model_content)
     quantized = {schema.TensorType.INT8, schema.TensorType.UINT8}
     names = []
     for g in range(model.SubgraphsLength()):
@@ -88,10 +92,7 @@ def tensor_types(model_content):
     """Set of tensor type names (``FLOAT32``, ``FLOAT16``, ``INT8``...) in the model."""
     from ai_edge_litert import schema_py_generated as schema
 
-    if isinstance(model_content, (str, os.PathLike)):
-        with open(model_content, "rb") as handle:
-            model_content = handle.read()
-    model = schema.Model.GetRootAsModel(model_content, 0)
+    model = _read_model(model_content)
     names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     found = set()
     for s in range(model.SubgraphsLength()):

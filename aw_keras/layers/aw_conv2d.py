@@ -258,7 +258,7 @@ class AWConv2D(keras.layers.Layer):
 
     def _compact_attention(self, inputs, training):
         """A as (N, kh, kw, G1, C2): expanded except along input channels (Eq. 7-8)."""
-        pooled = adaptive_average_pool(inputs, self.pooled_size)
+        pooled = adaptive_average_pool(inputs, self.pooled_size, sliced=aw_kernels.exporting())
         hidden = self.squeeze_conv(pooled)
         hidden = tf.nn.relu(self.squeeze_bn(hidden, training=training))
         excited = self.excite_conv(hidden)

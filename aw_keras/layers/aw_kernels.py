@@ -35,7 +35,6 @@ import contextvars
 
 import tensorflow as tf
 
-from aw_keras.layers.pooling import sliced_pooling
 
 ConvGeometry = collections.namedtuple(
     "ConvGeometry", ["kernel_size", "strides", "dilation_rate", "padding"]
@@ -51,20 +50,24 @@ def export_friendly_ops():
     Inside it the nine tap partials are summed by a chain of ADDs (int8 TFLite
     has no int8 ADD_N kernel, so ADD_N made the converter wrap every AW layer in
     DEQUANTIZE / float ADD_N / QUANTIZE) and uneven pooling bins use slices and
-    MEAN (`aw_keras.layers.pooling.sliced_pooling`). Same numbers up to float
+    MEAN (``adaptive_average_pool(..., sliced=True)``). Same numbers up to float
     rounding; the exporters trace inside it.
     """
     token = _EXPORT_OPS.set(True)
     try:
-        with sliced_pooling():
-            yield
+        yield
     finally:
         _EXPORT_OPS.reset(token)
 
 
+def exporting():
+    """True inside `export_friendly_ops`."""
+    return _EXPORT_OPS.get()
+
+
 def sum_partials(partials):
     """``tf.add_n`` (one pass in TensorFlow), or a chain of ADDs when exporting."""
-    if len(partials) == 1 or not _EXPORT_OPS.get():
+    if len(partials) == 1 or not exporting():
         return tf.add_n(partials)
     total = partials[0]
     for partial in partials[1:]:

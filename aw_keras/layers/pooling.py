@@ -11,8 +11,10 @@ when the input size is static). ``einsum`` with the same matrices was tried
 first: with a dynamic batch the TFLite converter lowered it to RESHAPEs whose
 static shape held a -1 and the .tflite failed to load ("BytesRequired number of
 elements overflowed"); it was also 3x slower than these MATMULs in training.
-Inside `sliced_pooling()` (used by the exporters) uneven static bins are a
-strided slice and ``reduce_mean`` each, which int8 TFLite quantizes better.
+With ``sliced=True`` (what AWConv2D asks for while exporting) uneven static bins
+are a strided slice and ``reduce_mean`` each: 3x slower in TensorFlow, but int8
+TFLite quantizes MEAN more faithfully (top-1 agreement of a trained AW-ResNet
+0.97 with MEAN, 0.94 with BATCH_MATMUL). Same numbers in float up to rounding.
 
 Example:
 
@@ -22,33 +24,8 @@ Example:
 TensorShape([2, 3, 3, 3])
 """
 
-import contextlib
-import contextvars
-
 import numpy as np
 import tensorflow as tf
-
-_SLICED = contextvars.ContextVar("aw_keras_sliced_pooling", default=False)
-
-
-@contextlib.contextmanager
-def sliced_pooling():
-    """Context in which uneven static bins are pooled by slices and MEAN.
-
-    The exporters trace inside it: the MATMUL form is 3x faster in TensorFlow,
-    but int8 TFLite quantizes MEAN more faithfully (measured top-1 agreement of
-    a trained AW-ResNet 0.97 with MEAN, 0.94 with BATCH_MATMUL). Same numbers
-    in float up to rounding.
-
-    >>> with sliced_pooling():
-    ...     y = adaptive_average_pool(tf.ones((1, 7, 7, 2)), (3, 3))
-    """
-    token = _SLICED.set(True)
-    try:
-        yield
-    finally:
-        _SLICED.reset(token)
-
 
 def adaptive_bin_matrix(size, out):
     """Returns the (out, size) NumPy averaging matrix of PyTorch's adaptive bins."""
@@ -94,12 +71,14 @@ def _pool_sliced(inputs, height, width, out_h, out_w):
     )
 
 
-def adaptive_average_pool(inputs, output_size):
+def adaptive_average_pool(inputs, output_size, sliced=False):
     """Adaptive average pooling of a channels-last batch to ``output_size``.
 
     Args:
         inputs: tensor of shape (N, H, W, C); H and W may be unknown statically.
         output_size: (out_h, out_w) positive ints.
+        sliced: pool uneven static bins by slices and ``reduce_mean`` instead
+            of matrix products (for int8 export).
 
     Returns:
         Tensor of shape (N, out_h, out_w, C) with PyTorch ``AdaptiveAvgPool2d``
@@ -119,7 +98,7 @@ def adaptive_average_pool(inputs, output_size):
     ):
         window = (static_h // out_h, static_w // out_w)
         return tf.nn.avg_pool2d(inputs, window, window, "VALID")
-    if static_h is not None and static_w is not None and _SLICED.get():
+    if static_h is not None and static_w is not None and sliced:
         return _pool_sliced(inputs, static_h, static_w, out_h, out_w)
     dynamic = tf.shape(inputs)
     height = static_h if static_h is not None else dynamic[1]

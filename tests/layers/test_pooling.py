@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import reference
-from aw_keras.layers.pooling import adaptive_average_pool, adaptive_bin_matrix, sliced_pooling
+from aw_keras.layers.pooling import adaptive_average_pool, adaptive_bin_matrix
 
 SIZES = [(7, 9), (15, 15), (2, 5), (3, 3), (1, 1), (6, 12), (56, 56)]
 OUTPUTS = [(3, 3), (1, 1), (5, 5), (3, 1), (2, 3)]
@@ -37,15 +37,28 @@ def test_rejects_non_positive_output_size():
         adaptive_average_pool(tf.zeros((1, 4, 4, 1)), (0, 2))
 
 
+def _ops(fn, spec):
+    return {op.type for op in fn.get_concrete_function(spec).graph.get_operations()}
+
+
 @pytest.mark.parametrize("size,output_size", [((7, 9), (3, 3)), ((56, 56), (3, 3)), ((15, 15), (2, 3))])
 def test_sliced_pooling_gives_the_same_bins(size, output_size):
     x = np.random.default_rng(1).normal(size=(2,) + size + (3,)).astype("float32")
     expected = reference.adaptive_avg_pool(x, *output_size)
-    with sliced_pooling():
-        fn = tf.function(lambda t: adaptive_average_pool(t, output_size))
-        graph_ops = {op.type for op in fn.get_concrete_function(tf.TensorSpec((None,) + size + (3,))).graph.get_operations()}
-        np.testing.assert_allclose(fn(x).numpy(), expected, atol=1e-6)
-    assert "Mean" in graph_ops and not graph_ops & {"MatMul", "BatchMatMulV2", "BatchMatMulV3"}
-    plain = {op.type for op in tf.function(lambda t: adaptive_average_pool(t, output_size))
-             .get_concrete_function(tf.TensorSpec((None,) + size + (3,))).graph.get_operations()}
-    assert "Mean" not in plain  # the context is gone after the block
+    spec = tf.TensorSpec((None,) + size + (3,))
+    sliced = tf.function(lambda t: adaptive_average_pool(t, output_size, sliced=True))
+    np.testing.assert_allclose(sliced(x).numpy(), expected, atol=1e-6)
+    sliced_ops = _ops(sliced, spec)
+    assert "Mean" in sliced_ops and not sliced_ops & {"MatMul", "BatchMatMulV2", "BatchMatMulV3"}
+    assert "Mean" not in _ops(tf.function(lambda t: adaptive_average_pool(t, output_size)), spec)
+
+
+def test_awconv2d_pools_by_slices_only_while_exporting():
+    from aw_keras.layers import AWConv2D, aw_kernels
+
+    layer = AWConv2D(4, 3, padding="same")
+    spec = tf.TensorSpec((None, 10, 10, 3))
+    layer.build(spec.shape)
+    assert "Mean" not in _ops(tf.function(lambda t: layer(t)), spec)
+    with aw_kernels.export_friendly_ops():
+        assert "Mean" in _ops(tf.function(lambda t: layer(t)), spec)
