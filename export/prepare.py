@@ -114,14 +114,15 @@ def _keras_histories(value):
     return []
 
 
-def foldable_batch_norms(model):
-    """[(AWConv2D, BatchNormalization)] where the BN is the only consumer of an
-    AWConv2D without activation, both called once, BN on the channel axis."""
+def layer_graph(model):
+    """(layer config entries, {layer name: names of the layers that consume its
+    output, ``"<output>"`` for a model output}) of a functional model; ([], {})
+    when the model has no functional config."""
     try:
         config = model.get_config()
         entries = config["layers"]
     except (NotImplementedError, KeyError, TypeError):
-        return []
+        return [], {}
     consumers = {}
     for entry in entries:
         name = entry["config"]["name"]
@@ -129,6 +130,13 @@ def foldable_batch_norms(model):
             consumers.setdefault(source, []).append(name)
     for output in _keras_histories(config.get("output_layers", [])):
         consumers.setdefault(output, []).append("<output>")
+    return entries, consumers
+
+
+def foldable_batch_norms(model):
+    """[(AWConv2D, BatchNormalization)] where the BN is the only consumer of an
+    AWConv2D without activation, both called once, BN on the channel axis."""
+    entries, consumers = layer_graph(model)
     pairs = []
     for entry in entries:
         if entry["class_name"] != "BatchNormalization" or len(entry.get("inbound_nodes", [])) != 1:
@@ -309,9 +317,14 @@ def atomic_path(final_path, is_dir=False):
 
 
 @contextlib.contextmanager
-def temporary_saved_model(model, implementation=DEFAULT_IMPLEMENTATION, fold_batch_norms=False):
+def temporary_saved_model(model, implementation=DEFAULT_IMPLEMENTATION, fold_batch_norms=False,
+                          clip_blocks=False, split_residual=False):
     """A SavedModel of ``model`` (float32 ``images`` input, dynamic batch) in a
-    temp dir, or ``model`` itself when it is already a SavedModel directory."""
+    temp dir, or ``model`` itself when it is already a SavedModel directory.
+    With ``fold_batch_norms``, ``clip_blocks`` traces pointwise AW blocks in
+    their exact clipped form (`aw_keras.export.clipped_blocks`) and
+    ``split_residual`` the other residual-mode AW layers as conv + attention
+    taps (`aw_keras.export.residual_split`), both for int8."""
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not os.path.isfile(os.path.join(path, "saved_model.pb")):
@@ -324,7 +337,17 @@ def temporary_saved_model(model, implementation=DEFAULT_IMPLEMENTATION, fold_bat
     try:
         path = os.path.join(scratch, "saved_model")
         if fold_batch_norms:
-            with folded_batch_norms(model):
+            from aw_keras.export import clipped_blocks
+            from aw_keras.export import residual_split
+
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(folded_batch_norms(model))
+                clipped = []
+                if clip_blocks:
+                    clipped = stack.enter_context(clipped_blocks.clipped_blocks(model))
+                if split_residual:
+                    stack.enter_context(residual_split.split_residual(
+                        model, exclude=[conv for conv, *_ in clipped]))
                 write_serving_saved_model(model, path, implementation=implementation)
         else:
             write_serving_saved_model(model, path, implementation=implementation)

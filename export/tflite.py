@@ -178,6 +178,8 @@ def export_tflite(
     io_dtype="int8",
     implementation=prepare.DEFAULT_IMPLEMENTATION,
     fold_batch_norms=None,
+    clip_blocks=None,
+    split_residual=None,
 ):
     """Exports ``model`` (or a SavedModel directory) to a .tflite file.
 
@@ -195,7 +197,16 @@ def export_tflite(
         implementation: AWConv2D strategy to trace with (see `prepare.exportable`).
         fold_batch_norms: fold each BatchNormalization that follows an AWConv2D
             into its kernel first (`prepare.folded_batch_norms`, exact). None
-            (default): only for "int8" and "dynamic_range".
+            (default): only for "int8" (dynamic-range keeps float activations, so
+            folding changes nothing there but float rounding).
+        clip_blocks: trace each pointwise ``AWConv2D -> BatchNorm -> ReLU(6)``
+            in its exact clipped form, so that int8 quantizes every activation
+            of the block over the ReLU's range (`aw_keras.export.clipped_blocks`;
+            needs the folding). None (default): only for "int8".
+        split_residual: trace every other residual-mode AWConv2D as
+            ``conv(x, K) + attention taps`` so that the main term rounds once
+            in int8 (`aw_keras.export.residual_split`; one more conv per layer:
+            slower, more faithful). None (default): only for "int8".
 
     Returns:
         ``path``.
@@ -205,8 +216,19 @@ def export_tflite(
             f"`quantization` must be one of {QUANTIZATIONS}, received quantization={quantization!r}."
         )
     if fold_batch_norms is None:
-        fold_batch_norms = quantization in ("int8", "dynamic_range")
-    with prepare.temporary_saved_model(model, implementation, fold_batch_norms=fold_batch_norms) as saved_model_dir:
+        fold_batch_norms = quantization == "int8"
+    if clip_blocks is None:
+        clip_blocks = quantization == "int8" and fold_batch_norms
+    if split_residual is None:
+        split_residual = quantization == "int8" and fold_batch_norms
+    for name, value in (("clip_blocks", clip_blocks), ("split_residual", split_residual)):
+        if value and not fold_batch_norms:
+            raise ValueError(f"`{name}=True` needs `fold_batch_norms=True` (it is built from the "
+                             "folded BatchNorm), received fold_batch_norms=False.")
+    with prepare.temporary_saved_model(
+        model, implementation, fold_batch_norms=fold_batch_norms, clip_blocks=clip_blocks,
+        split_residual=split_residual,
+    ) as saved_model_dir:
         content = convert_saved_model(saved_model_dir, quantization, representative_data, io_dtype)
     with prepare.atomic_path(path) as temp:
         with open(temp, "wb") as handle:

@@ -126,6 +126,29 @@ def pad_for_taps(inputs, geometry):
     return inputs, outs
 
 
+def padding_only_taps(inputs, geometry):
+    """Taps (j, k) whose window holds only "same" padding at every output
+    position (statically known sizes only; e.g. a 3x3 stride-2 conv on a 2x2
+    map). Their partial product is exactly zero, so `taps` skips them: an
+    all-zero tensor is wasted work, and in int8 TFLite its ~0 calibration range
+    makes XNNPACK refuse the whole graph."""
+    if geometry.padding != "same":
+        return set()
+    dead = []
+    for axis in range(2):
+        size = inputs.shape[1 + axis]
+        if size is None:
+            return set()
+        kernel, stride = geometry.kernel_size[axis], geometry.strides[axis]
+        dilation = geometry.dilation_rate[axis]
+        before, _ = _same_padding(size, kernel, stride, dilation)
+        last = (output_size(size, kernel, stride, dilation, "same") - 1) * stride
+        dead.append({t for t in range(kernel)
+                     if t * dilation + last < before or t * dilation >= before + size})
+    kh, kw = geometry.kernel_size
+    return {(j, k) for j in range(kh) for k in range(kw) if j in dead[0] or k in dead[1]}
+
+
 def tap_slice(padded, j, k, out_size, geometry):
     """The input window read by kernel tap (j, k) for every output position."""
     (sh, sw), (dh, dw) = geometry.strides, geometry.dilation_rate
@@ -172,9 +195,14 @@ def taps(inputs, kernel, scale, geometry, training=False):
     if (training and groups == 1 and kh * kw > 1 and static_out
             and channels_in >= 2 * out_size[0] * out_size[1]):
         return _taps_batched(padded, kernel, scale, out_size, geometry)
+    skipped = padding_only_taps(inputs, geometry)
+    if len(skipped) == kh * kw:  # cannot happen for "same"; never return nothing
+        skipped = set()
     partials = []
     for j in range(kh):
         for k in range(kw):
+            if (j, k) in skipped:
+                continue
             window = tap_slice(padded, j, k, out_size, geometry)
             if groups == 1:
                 product = tf.nn.conv2d(window, kernel[j : j + 1, k : k + 1], 1, "VALID")

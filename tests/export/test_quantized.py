@@ -8,8 +8,9 @@ agreement would measure noise. Default run: the CIFAR-style AW-ResNet (3x3 AW
 convs, ~25 s of training); slow: the five paper models. Measured here: without
 folding the BatchNorm after each AWConv2D (prepare.folded_batch_norms) the
 AW-ResNet's int8 agreement was 0.83 (max abs error 0.83); with it 0.97. The
-MobileNets do not reach 0.95 after a short run, plain MobileNet neither (see
-docs/export.md).
+MobileNets are trained 300 steps; AW-MobileNet's int8 agreement needs the
+clipped pointwise blocks (export.clipped_blocks: 0.891 without, 0.953 with;
+see docs/export.md).
 """
 
 import os
@@ -59,7 +60,8 @@ def test_quantized_top1_agreement(name, kwargs, trained, tmp_path, real_images, 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PAPER)
 def test_quantized_top1_agreement_paper_models(name, trained, tmp_path, real_images, calibration_images):
-    model = trained(name, steps=60)
+    # After 60 steps AW-MobileNet is still a constant classifier in inference mode.
+    model = trained(name, steps=300 if "mobilenet" in name else 60)
     _check_quantized(model, tmp_path, real_images, calibration_images, io_dtypes=("int8",))
 
 

@@ -64,7 +64,32 @@ GEOMETRIES = {
     # C1 >= 2 * Ho * Wo: `taps` takes its batched-matmul path when training.
     "deep_small_output": (dict(filters=6, kernel_size=3, padding="same"), (3, 2, 2, 8)),
     "deep_small_output_stride2": (dict(filters=6, kernel_size=3, strides=2, padding="same"), (3, 3, 3, 8)),
+    # taps that read only "same" padding (skipped by `taps`, see padding_only_taps)
+    "padding_only_taps_2x2_stride2": (dict(filters=6, kernel_size=3, strides=2, padding="same"), (3, 2, 2, 1)),
+    "padding_only_taps_5x5_on_1x3": (dict(filters=4, kernel_size=5, padding="same"), (2, 1, 3, 2)),
+    "padding_only_taps_dilation3": (dict(filters=4, kernel_size=3, dilation_rate=3, padding="same"), (2, 3, 3, 2)),
 }
+
+
+def test_padding_only_taps():
+    from aw_keras.layers.aw_kernels import ConvGeometry
+    from aw_keras.layers.aw_kernels import padding_only_taps
+
+    def dead(shape, kernel, strides=(1, 1), dilation=(1, 1), padding="same"):
+        return padding_only_taps(tf.zeros(shape), ConvGeometry(kernel, strides, dilation, padding))
+
+    # 2x2 -> 1x1 with stride 2: "same" pads 0 before, 1 after: row/column 2 is padding
+    assert dead((1, 2, 2, 1), (3, 3), (2, 2)) == {(2, 0), (2, 1), (2, 2), (0, 2), (1, 2)}
+    # 1x3 map, 5x5 kernel: only the middle kernel row ever meets the input; every column does
+    assert dead((1, 1, 3, 1), (5, 5)) == {(j, k) for j in range(5) for k in range(5) if j != 2}
+    assert dead((1, 3, 3, 1), (3, 3), dilation=(3, 3)) == {(j, k) for j in range(3) for k in range(3)} - {(1, 1)}
+    assert dead((1, 7, 9, 1), (3, 3)) == set()
+    assert dead((1, 2, 2, 1), (3, 3), padding="valid") == set()
+    found = []  # unknown spatial size: nothing can be skipped
+    geometry = ConvGeometry((3, 3), (2, 2), (1, 1), "same")
+    tf.function(lambda t: found.append(padding_only_taps(t, geometry)) or t,
+                input_signature=[tf.TensorSpec((None, None, None, 1))]).get_concrete_function()
+    assert found == [set()]
 
 
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
