@@ -9,6 +9,8 @@ non-zero as after training, so that no activation is identically 0 and XNNPACK
 accepts the int8 graphs), runs each with
 ai_edge_litert at num_threads=1 and batch 1, and prints the median latency,
 the AW/plain ratio (target <= 1.15x) and the file sizes as a Markdown table.
+For int8 AW-ResNet50 it also times the export without ``split_residual`` (the
+faster, less faithful int8 form; see docs/export.md).
 The runtime column says whether XNNPACK ran the model or LiteRT fell back to
 its builtin reference kernels (see docs/export.md).
 """
@@ -41,15 +43,16 @@ def give_batch_norms_offsets(model, rng):
             layer.beta.assign(rng.uniform(0.05, 0.3, layer.beta.shape).astype("float32"))
 
 
-def bench(name, size, quantization, repeats, scratch):
+def bench(name, size, quantization, repeats, scratch, **export_kwargs):
     keras.utils.set_random_seed(0)
     model = get_model(name, input_shape=(size, size, 3), classes=1000)
     rng = np.random.default_rng(0)
     give_batch_norms_offsets(model, rng)
     calibration = rng.random((8, size, size, 3), dtype=np.float32)
-    path = os.path.join(scratch, f"{name}_{quantization or 'float32'}.tflite")
+    path = os.path.join(scratch, f"{name}_{quantization or 'float32'}_{len(export_kwargs)}.tflite")
     start = time.perf_counter()
-    export_tflite(model, path, quantization=quantization, representative_data=calibration)
+    export_tflite(model, path, quantization=quantization, representative_data=calibration,
+                  **export_kwargs)
     convert_s = time.perf_counter() - start
     runner = TFLiteRunner(path, num_threads=1)
     latency = measure_latency(runner, calibration[:1], repeats=repeats, warmup=3)
@@ -75,6 +78,10 @@ def main(argv=None):
                 a = bench(aw, args.size, quantization, args.repeats, scratch)
                 rows.append((plain, aw, q, p, a))
                 print(f"{plain} vs {aw} {q}: {p[0]:.1f} ms vs {a[0]:.1f} ms ({a[0] / p[0]:.2f}x)", flush=True)
+                if q == "int8" and pair != "mobilenet":  # AW-MobileNet has no k x k AW layers
+                    a = bench(aw, args.size, quantization, args.repeats, scratch, split_residual=False)
+                    rows.append((plain, aw, "int8, split_residual=False", p, a))
+                    print(f"  without split_residual: {a[0]:.1f} ms ({a[0] / p[0]:.2f}x)", flush=True)
     print()
     print(f"Input {args.size}x{args.size}, batch 1, ai_edge_litert num_threads=1, median of {args.repeats}.")
     print()
