@@ -342,12 +342,10 @@ def temporary_saved_model(model, implementation=DEFAULT_IMPLEMENTATION, fold_bat
 
             with contextlib.ExitStack() as stack:
                 stack.enter_context(folded_batch_norms(model))
-                clipped = []
-                if clip_blocks:
-                    clipped = stack.enter_context(clipped_blocks.clipped_blocks(model))
-                if split_residual:
-                    stack.enter_context(residual_split.split_residual(
-                        model, exclude=[conv for conv, *_ in clipped]))
+                if clip_blocks:  # 1x1 layers
+                    stack.enter_context(clipped_blocks.clipped_blocks(model))
+                if split_residual:  # k x k layers
+                    stack.enter_context(residual_split.split_residual(model))
                 write_serving_saved_model(model, path, implementation=implementation)
         else:
             write_serving_saved_model(model, path, implementation=implementation)

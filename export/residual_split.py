@@ -31,16 +31,15 @@ from aw_keras.export import prepare
 from aw_keras.layers import aw_kernels
 
 
-def splittable_layers(model, exclude=()):
+def splittable_layers(model):
     """Residual-mode float32 AWConv2D layers of ``model`` with a kernel larger
-    than 1x1, except those in ``exclude``."""
+    than 1x1 (1x1 blocks are `clipped_blocks`' business)."""
     return [
         layer for layer in prepare.aw_layers(model)
         if layer.attention_mode == "residual"
         and tuple(layer.kernel_size) != (1, 1)
         and layer.compute_dtype == "float32"
         and getattr(layer, "groups", 1) == 1
-        and layer not in exclude
     ]
 
 
@@ -67,12 +66,12 @@ def _identity(inputs, *args, **kwargs):
 
 
 @contextlib.contextmanager
-def split_residual(model, exclude=()):
+def split_residual(model):
     """Traces every `splittable_layers` layer as ``conv(x, K) + taps(x, K, A)``.
     A BatchNormalization folded by `prepare.folded_batch_norms` (enter that
     first) becomes the main convolution's bias and an identity. Restored on exit."""
     folded = {conv.name: norm for conv, norm in prepare.foldable_batch_norms(model)}
-    layers = splittable_layers(model, exclude)
+    layers = splittable_layers(model)
     saved = []
     try:
         for conv in layers:
