@@ -126,42 +126,27 @@ def _clipped_call(conv, shift, cap):
     return call
 
 
-def _identity(inputs, *args, **kwargs):
-    return inputs
-
-
 @contextlib.contextmanager
 def clipped_blocks(model):
     """Traces every `clippable_blocks` block as the exact clipped chain above
     (the BN and ReLU become identities). Use inside `prepare.folded_batch_norms`:
     the BN must already be folded to ``x + beta``. Restored on exit."""
     blocks = clippable_blocks(model)
-    saved = []
-    try:
+    with prepare.call_overrides() as override:
         for conv, norm, relu, cap in blocks:
-            if not np.allclose(norm.moving_mean.numpy(), 0.0) or (
-                norm.gamma is not None and not np.allclose(norm.gamma.numpy(), 1.0)
-            ):
+            if not prepare.is_folded(norm):
                 raise prepare.ExportError(
                     f"clipped_blocks needs {norm.name!r} folded first (prepare.folded_batch_norms)."
                 )
             shift = norm.beta.numpy() if norm.beta is not None else np.zeros(conv.filters)
             if conv.use_bias:
                 shift = shift + conv.bias.numpy()
-            for layer in (conv, norm, relu):
-                saved.append((layer, layer.__dict__.get("call")))
-            conv.call = _clipped_call(conv, shift, cap)
-            norm.call = _identity
-            relu.call = _identity
+            override(conv, _clipped_call(conv, shift, cap))
+            override(norm, prepare.identity_call)
+            override(relu, prepare.identity_call)
         if blocks:
             prepare.log(
                 f"traced {len(blocks)} AWConv2D(1x1) -> BatchNorm -> ReLU blocks in their exact "
                 "clipped form for int8 (every activation quantized over [0, 6]; restored afterwards)"
             )
         yield blocks
-    finally:
-        for layer, previous in reversed(saved):
-            if previous is None:
-                layer.__dict__.pop("call", None)
-            else:
-                layer.call = previous

@@ -159,6 +159,32 @@ def foldable_batch_norms(model):
 
 
 @contextlib.contextmanager
+def call_overrides():
+    """Yields ``override(layer, call)``, which makes ``layer`` trace ``call``
+    instead of its own; every override is undone on exit (in reverse order, so
+    nested overrides of one layer restore correctly)."""
+    saved = []
+
+    def override(layer, call):
+        saved.append((layer, layer.__dict__.get("call")))
+        layer.call = call
+
+    try:
+        yield override
+    finally:
+        for layer, previous in reversed(saved):
+            if previous is None:
+                layer.__dict__.pop("call", None)
+            else:
+                layer.call = previous
+
+
+def identity_call(inputs, *args, **kwargs):
+    """A layer call that passes its input through (for layers merged into another)."""
+    return inputs
+
+
+@contextlib.contextmanager
 def folded_batch_norms(model):
     """Folds each BatchNormalization that directly follows an AWConv2D into the
     AWConv2D's kernel (in place; restored on exit).
@@ -176,39 +202,50 @@ def folded_batch_norms(model):
     saved = [
         ([v.numpy() for v in conv.weights], [v.numpy() for v in norm.weights]) for conv, norm in pairs
     ]
-    try:
-        for conv, norm in pairs:
-            gamma = norm.gamma.numpy() if norm.gamma is not None else 1.0
-            beta = norm.beta.numpy() if norm.beta is not None else 0.0
-            mean, var = norm.moving_mean.numpy(), norm.moving_variance.numpy()
-            scale = gamma / (var + norm.epsilon) ** 0.5
-            conv.kernel.assign(conv.kernel.numpy() * scale)
-            shift = beta - mean * scale
-            if conv.bias is not None:
-                conv.bias.assign(conv.bias.numpy() * scale)
-            if norm.gamma is not None:
-                norm.gamma.assign(np_ones_like(scale))
-            norm.moving_mean.assign(np_zeros_like(mean))
-            norm.moving_variance.assign(np_ones_like(var) - norm.epsilon)
-            if norm.beta is not None:
-                norm.beta.assign(shift)
-            elif not all(abs(float(v)) < 1e-12 for v in shift.ravel()):
-                raise ExportError(f"Cannot fold {norm.name!r}: it has no beta to hold the shift.")
-            # The folded BN is exactly ``x + beta``; traced as a BN it would still emit
-            # a MUL by 1 (an extra int8 requantization per AW layer).
-            norm.call = _shift_only(norm)
-        if pairs:
-            log(f"folded {len(pairs)} BatchNormalization layers into the preceding AWConv2D "
-                "kernels for quantization (exact; restored afterwards)")
-        yield pairs
-    finally:
-        for _, norm in pairs:
-            norm.__dict__.pop("call", None)
-        for (conv, norm), (conv_values, norm_values) in zip(pairs, saved):
-            for variable, value in zip(conv.weights, conv_values):
-                variable.assign(value)
-            for variable, value in zip(norm.weights, norm_values):
-                variable.assign(value)
+    with call_overrides() as override:
+        try:
+            for conv, norm in pairs:
+                gamma = norm.gamma.numpy() if norm.gamma is not None else 1.0
+                beta = norm.beta.numpy() if norm.beta is not None else 0.0
+                mean, var = norm.moving_mean.numpy(), norm.moving_variance.numpy()
+                scale = gamma / (var + norm.epsilon) ** 0.5
+                conv.kernel.assign(conv.kernel.numpy() * scale)
+                shift = beta - mean * scale
+                if conv.bias is not None:
+                    conv.bias.assign(conv.bias.numpy() * scale)
+                if norm.gamma is not None:
+                    norm.gamma.assign(np_ones_like(scale))
+                norm.moving_mean.assign(np_zeros_like(mean))
+                norm.moving_variance.assign(np_ones_like(var) - norm.epsilon)
+                if norm.beta is not None:
+                    norm.beta.assign(shift)
+                elif not all(abs(float(v)) < 1e-12 for v in shift.ravel()):
+                    raise ExportError(f"Cannot fold {norm.name!r}: it has no beta to hold the shift.")
+                # The folded BN is exactly ``x + beta``; traced as a BN it would still emit
+                # a MUL by 1 (an extra int8 requantization per AW layer).
+                override(norm, _shift_only(norm))
+            if pairs:
+                log(f"folded {len(pairs)} BatchNormalization layers into the preceding AWConv2D "
+                    "kernels for quantization (exact; restored afterwards)")
+            yield pairs
+        finally:
+            for (conv, norm), (conv_values, norm_values) in zip(pairs, saved):
+                for variable, value in zip(conv.weights, conv_values):
+                    variable.assign(value)
+                for variable, value in zip(norm.weights, norm_values):
+                    variable.assign(value)
+
+
+def is_folded(norm):
+    """Whether ``norm`` is a BatchNormalization as `folded_batch_norms` leaves
+    it: exactly ``x + beta`` (gamma 1, mean 0, variance 1 - epsilon)."""
+    import numpy as np
+
+    return (
+        np.allclose(norm.moving_mean.numpy(), 0.0, rtol=0, atol=1e-7)
+        and np.allclose(norm.moving_variance.numpy(), 1.0 - norm.epsilon, rtol=0, atol=1e-7)
+        and (norm.gamma is None or np.allclose(norm.gamma.numpy(), 1.0, rtol=0, atol=1e-7))
+    )
 
 
 def _shift_only(norm):

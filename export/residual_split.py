@@ -61,10 +61,6 @@ def _split_call(conv, shift):
     return call
 
 
-def _identity(inputs, *args, **kwargs):
-    return inputs
-
-
 @contextlib.contextmanager
 def split_residual(model):
     """Traces every `splittable_layers` layer as ``conv(x, K) + taps(x, K, A)``.
@@ -72,26 +68,17 @@ def split_residual(model):
     first) becomes the main convolution's bias and an identity. Restored on exit."""
     folded = {conv.name: norm for conv, norm in prepare.foldable_batch_norms(model)}
     layers = splittable_layers(model)
-    saved = []
-    try:
+    with prepare.call_overrides() as override:
         for conv in layers:
             norm = folded.get(conv.name)
             shift = None
-            if norm is not None and "call" in norm.__dict__:  # folded to x + beta
+            if norm is not None and prepare.is_folded(norm):  # x + beta: into the bias
                 shift = norm.beta.numpy() if norm.beta is not None else None
-                saved.append((norm, norm.__dict__["call"]))
-                norm.call = _identity
-            saved.append((conv, conv.__dict__.get("call")))
-            conv.call = _split_call(conv, shift)
+                override(norm, prepare.identity_call)
+            override(conv, _split_call(conv, shift))
         if layers:
             prepare.log(
                 f"traced {len(layers)} AWConv2D layers as conv(x, K) + attention taps for int8 "
                 "(same numbers; the main term rounds once; restored afterwards)"
             )
         yield layers
-    finally:
-        for layer, previous in reversed(saved):
-            if previous is None:
-                layer.__dict__.pop("call", None)
-            else:
-                layer.call = previous

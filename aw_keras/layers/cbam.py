@@ -161,15 +161,14 @@ class CBAM(keras.layers.Layer):
         0.98 without the concatenation, see docs/export.md).
         """
         kernel = ops.cast(self.spatial_conv.kernel, features.dtype)
-        pooled = (
-            ops.max(features, axis=self.channel_axis, keepdims=True),
-            ops.mean(features, axis=self.channel_axis, keepdims=True),
-        )
-        return sum(
-            ops.conv(part, kernel[:, :, i : i + 1, :], strides=1, padding="same",
-                     data_format=self.data_format)
-            for i, part in enumerate(pooled)
-        )
+
+        def conv(pooled, index):
+            return ops.conv(pooled, kernel[:, :, index : index + 1, :], strides=1,
+                            padding="same", data_format=self.data_format)
+
+        peak = ops.max(features, axis=self.channel_axis, keepdims=True)
+        mean = ops.mean(features, axis=self.channel_axis, keepdims=True)
+        return conv(peak, 0) + conv(mean, 1)
 
     def compute_output_shape(self, input_shape):
         return input_shape

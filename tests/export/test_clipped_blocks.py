@@ -145,3 +145,13 @@ def test_int8_quantizes_clipped_block_activations_over_relu6_range(tmp_path):
         widest[clip] = max(block.values())
     assert widest[True] <= 6.0 / 255 * 1.001
     assert widest[False] > 1.5 * widest[True]
+
+
+def test_is_folded_tells_a_folded_batch_norm_from_a_fresh_one():
+    model = block_model()
+    fresh = keras.layers.BatchNormalization(epsilon=1.001e-5)
+    fresh.build((None, 4))
+    assert not prepare.is_folded(fresh)  # gamma 1, mean 0, var 1: still not x + beta
+    assert not prepare.is_folded(model.get_layer("bn1"))
+    with prepare.folded_batch_norms(model):
+        assert prepare.is_folded(model.get_layer("bn1"))
