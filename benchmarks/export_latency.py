@@ -2,23 +2,26 @@
 
     python benchmarks/export_latency.py [--size 224] [--repeats 30] [--pairs mobilenet,resnet50]
 
-For each pair (MobileNet vs AW-MobileNet, ResNet50 vs AW-ResNet50) exports
-TFLite float32 and full-integer int8 (calibrated on a few random images: the
-latency does not depend on the calibration quality; BatchNorm betas are drawn
-non-zero as after training, so that no activation is identically 0 and XNNPACK
-accepts the int8 graphs), runs each with
-ai_edge_litert at num_threads=1 and batch 1, and prints the median latency,
-the AW/plain ratio (target <= 1.15x) and the file sizes as a Markdown table.
-For int8 AW-ResNet50 it also times the export without ``split_residual`` (the
-faster, less faithful int8 form; see docs/export.md).
-The runtime column says whether XNNPACK ran the model or LiteRT fell back to
-its builtin reference kernels (see docs/export.md).
+For each family (MobileNet with AW-MobileNet and, as a reference for what a
+standard attention block costs, SE-MobileNet; ResNet50 with AW-ResNet50) and
+each precision it first exports every model to TFLite float32 or full-integer
+int8 (calibrated on a few random images: the latency does not depend on the
+calibration quality; BatchNorm betas are drawn non-zero as after training, so
+that no activation is identically 0 and XNNPACK accepts the int8 graphs), then
+runs all of them with ai_edge_litert at num_threads=1 and batch 1
+*interleaved* (round-robin, one call each per round; see benchmarks/timing.py),
+so machine noise hits the plain model and the AW model alike. It prints the
+median latency, the ratio to the plain model (target for AW: <= 1.15x) and the
+file sizes as a Markdown table. For int8 AW-ResNet50 it also times the export
+without ``split_residual`` (the faster, less faithful int8 form; see
+docs/export.md). The runtime column says whether XNNPACK ran the model or
+LiteRT fell back to its builtin reference kernels.
 """
 
 import argparse
 import os
+import platform
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -28,9 +31,22 @@ import numpy as np  # noqa: E402
 from aw_keras.applications import get_model  # noqa: E402
 from aw_keras.export import export_tflite  # noqa: E402
 from aw_keras.export.verify import TFLiteRunner  # noqa: E402
-from aw_keras.export.verify import measure_latency  # noqa: E402
+from timing import time_interleaved  # noqa: E402  (benchmarks/timing.py)
 
-PAIRS = {"mobilenet": ("mobilenet", "aw_mobilenet"), "resnet50": ("resnet50", "aw_resnet50")}
+# family -> [(row label, registry name, extra export_tflite arguments, precisions)]; the
+# first entry is the baseline of the family.
+FAMILIES = {
+    "mobilenet": [
+        ("mobilenet", "mobilenet", {}, ("float32", "int8")),
+        ("aw_mobilenet", "aw_mobilenet", {}, ("float32", "int8")),
+        ("se_mobilenet (reference)", "se_mobilenet", {}, ("float32", "int8")),
+    ],
+    "resnet50": [
+        ("resnet50", "resnet50", {}, ("float32", "int8")),
+        ("aw_resnet50", "aw_resnet50", {}, ("float32", "int8")),
+        ("aw_resnet50, split_residual=False", "aw_resnet50", {"split_residual": False}, ("int8",)),
+    ],
+}
 
 
 def give_batch_norms_offsets(model, rng):
@@ -43,53 +59,60 @@ def give_batch_norms_offsets(model, rng):
             layer.beta.assign(rng.uniform(0.05, 0.3, layer.beta.shape).astype("float32"))
 
 
-def bench(name, size, quantization, repeats, scratch, **export_kwargs):
+def export(name, size, precision, path, calibration, **export_kwargs):
     keras.utils.set_random_seed(0)
     model = get_model(name, input_shape=(size, size, 3), classes=1000)
-    rng = np.random.default_rng(0)
-    give_batch_norms_offsets(model, rng)
-    calibration = rng.random((8, size, size, 3), dtype=np.float32)
-    path = os.path.join(scratch, f"{name}_{quantization or 'float32'}_{len(export_kwargs)}.tflite")
-    start = time.perf_counter()
+    give_batch_norms_offsets(model, np.random.default_rng(0))
+    quantization = None if precision == "float32" else precision
     export_tflite(model, path, quantization=quantization, representative_data=calibration,
                   **export_kwargs)
-    convert_s = time.perf_counter() - start
-    runner = TFLiteRunner(path, num_threads=1)
-    latency = measure_latency(runner, calibration[:1], repeats=repeats, warmup=3)
     del model
     keras.backend.clear_session()
-    return latency, os.path.getsize(path), convert_s, runner.note
+    return os.path.getsize(path)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--pairs", default="mobilenet,resnet50")
+    parser.add_argument("--pairs", default="mobilenet,resnet50",
+                        help=f"comma-separated families, of {sorted(FAMILIES)}")
     parser.add_argument("--quantizations", default="float32,int8")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.pairs.split(",")) - set(FAMILIES))
+    if unknown:
+        parser.error(f"--pairs: unknown families {unknown}; expected some of {sorted(FAMILIES)}")
+    calibration = np.random.default_rng(0).random((8, args.size, args.size, 3), dtype=np.float32)
+    sample = calibration[:1]
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for pair in args.pairs.split(","):
-            plain, aw = PAIRS[pair]
-            for q in args.quantizations.split(","):
-                quantization = None if q == "float32" else q
-                p = bench(plain, args.size, quantization, args.repeats, scratch)
-                a = bench(aw, args.size, quantization, args.repeats, scratch)
-                rows.append((plain, aw, q, p, a))
-                print(f"{plain} vs {aw} {q}: {p[0]:.1f} ms vs {a[0]:.1f} ms ({a[0] / p[0]:.2f}x)", flush=True)
-                if q == "int8" and pair != "mobilenet":  # AW-MobileNet has no k x k AW layers
-                    a = bench(aw, args.size, quantization, args.repeats, scratch, split_residual=False)
-                    rows.append((plain, aw, "int8, split_residual=False", p, a))
-                    print(f"  without split_residual: {a[0]:.1f} ms ({a[0] / p[0]:.2f}x)", flush=True)
+        for family in args.pairs.split(","):
+            for precision in args.quantizations.split(","):
+                entries = [e for e in FAMILIES[family] if precision in e[3]]
+                runners, sizes = {}, {}
+                for index, (label, name, kwargs, _) in enumerate(entries):
+                    path = os.path.join(scratch, f"{family}_{precision}_{index}.tflite")
+                    sizes[label] = export(name, args.size, precision, path, calibration, **kwargs)
+                    runners[label] = TFLiteRunner(path, num_threads=1)
+                medians = time_interleaved(
+                    {label: (lambda r=runner: r(sample)) for label, runner in runners.items()},
+                    repeats=args.repeats, warmup=3,
+                )
+                baseline = medians[entries[0][0]]
+                for label, _, _, _ in entries:
+                    rows.append((label, precision, 1000 * medians[label], medians[label] / baseline,
+                                 sizes[label] / 1e6, runners[label].note))
+                    print(f"{label} {precision}: {1000 * medians[label]:.2f} ms "
+                          f"({medians[label] / baseline:.2f}x)", flush=True)
+                del runners
     print()
-    print(f"Input {args.size}x{args.size}, batch 1, ai_edge_litert num_threads=1, median of {args.repeats}.")
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs visible. Input {args.size}x{args.size}, "
+          f"batch 1, ai_edge_litert num_threads=1, median of {args.repeats} interleaved rounds.")
     print()
-    print("| model | precision | plain (ms) | AW (ms) | AW/plain | plain size (MB) | AW size (MB) | AW runtime |")
-    print("|---|---|---|---|---|---|---|---|")
-    for plain, aw, q, p, a in rows:
-        print(f"| {plain} vs {aw} | {q} | {p[0]:.1f} | {a[0]:.1f} | {a[0] / p[0]:.2f}x | "
-              f"{p[1] / 1e6:.1f} | {a[1] / 1e6:.1f} | {a[3]} |")
+    print("| model | precision | latency (ms) | x plain | size (MB) | runtime |")
+    print("|---|---|---|---|---|---|")
+    for label, precision, ms, ratio, size_mb, note in rows:
+        print(f"| {label} | {precision} | {ms:.2f} | {ratio:.2f}x | {size_mb:.1f} | {note} |")
 
 
 if __name__ == "__main__":

@@ -193,10 +193,12 @@ def folded_batch_norms(model):
     ``g = gamma / sqrt(var + eps)``, so ``BN(conv(x, K*S) + b)`` equals
     ``conv(x, (K*g)*S) + b*g + c`` with ``c = beta - mean*g``; the BN becomes
     ``y + c`` (gamma 1, mean 0, var 1 - eps) and, while folded, is called as
-    exactly that: one ADD, no MUL by 1. Why: in full-integer TFLite the
-    AWConv2D output is quantized per tensor *before* the BN (the attention
-    MUL stops the converter from fusing BN into the conv as it does for plain
-    convs), and the raw conv outputs have very different ranges per channel.
+    exactly that: one ADD, no MUL by 1. Why: the attention MUL stops the
+    TFLite converter from fusing the BN into the conv as it does for plain
+    convs, so unfolded every AW layer costs one more MUL pass over its output
+    (float TFLite), and in full-integer TFLite the AWConv2D output is quantized
+    per tensor *before* the BN, while the raw conv outputs have very different
+    ranges per channel.
     """
     pairs = foldable_batch_norms(model)
     saved = [
@@ -226,7 +228,7 @@ def folded_batch_norms(model):
                 override(norm, _shift_only(norm))
             if pairs:
                 log(f"folded {len(pairs)} BatchNormalization layers into the preceding AWConv2D "
-                    "kernels for quantization (exact; restored afterwards)")
+                    "kernels (exact up to float rounding; restored afterwards)")
             yield pairs
         finally:
             for (conv, norm), (conv_values, norm_values) in zip(pairs, saved):

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from aw_keras.export import ExportError
+from aw_keras.export import count_ops
 from aw_keras.export import export_tflite
 from aw_keras.export import list_ops
 from aw_keras.export.verify import TFLiteRunner
@@ -43,6 +44,9 @@ def test_flex_op_is_refused_by_name(tmp_path):
 def test_ops_listed_and_dynamic_batch(tmp_path):
     path = export_tflite(small_model(), tmp_path / "m.tflite")
     ops = list_ops(path)
+    counts = count_ops(path)
+    assert sorted(counts) == ops and counts["SOFTMAX"] == 1
+    assert counts["CONV_2D"] >= 9  # one per tap of the 3x3 AW layer (+ the attention branch)
     assert {"CONV_2D", "STRIDED_SLICE", "MUL", "LOGISTIC", "SOFTMAX"} <= set(ops)
     assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"]
     runner = TFLiteRunner(path)
@@ -103,3 +107,46 @@ def test_int8_near_constant_activations_are_reported_and_explain_xnnpack(tmp_pat
     assert near_constant_activations(good_path) == []
     assert "~0 range" not in capsys.readouterr().out
     assert runs_with_xnnpack(good_path)
+
+
+def bn_model():
+    """AWConv2D -> BatchNorm -> ReLU6, with non-trivial BN statistics."""
+    inputs = keras.Input((10, 10, 4))
+    x = AWConv2D(8, 1, use_bias=False, name="aw")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(6.0)(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    rng = np.random.default_rng(3)
+    norm = model.get_layer("bn")
+    norm.gamma.assign(rng.uniform(0.5, 2.0, 8).astype("float32"))
+    norm.beta.assign(rng.uniform(-0.5, 0.5, 8).astype("float32"))
+    norm.moving_mean.assign(rng.uniform(-0.3, 0.3, 8).astype("float32"))
+    norm.moving_variance.assign(rng.uniform(0.5, 2.0, 8).astype("float32"))
+    return model
+
+
+@pytest.mark.parametrize("quantization", [None, "float16"])
+def test_float_export_folds_the_batch_norm_by_default(tmp_path, quantization):
+    """Folded, the BN's MUL over the AW output disappears (one pass less per AW
+    layer); the numbers stay those of the Keras model; the weights come back."""
+    model = bn_model()
+    before = [w.numpy().copy() for w in model.weights]
+    x = np.random.default_rng(0).random((3, 10, 10, 4), dtype=np.float32)
+    expected = model(x, training=False).numpy()
+    folded = export_tflite(model, tmp_path / "folded.tflite", quantization=quantization)
+    unfolded = export_tflite(model, tmp_path / "unfolded.tflite", quantization=quantization,
+                             fold_batch_norms=False)
+    assert count_ops(unfolded)["MUL"] == count_ops(folded)["MUL"] + 1
+    tolerance = 1e-4 if quantization is None else 1e-2
+    for path in (folded, unfolded):
+        np.testing.assert_allclose(TFLiteRunner(path)(x), expected, atol=tolerance)
+    for weight, value in zip(model.weights, before):
+        np.testing.assert_array_equal(weight.numpy(), value)
+
+
+def test_dynamic_range_export_does_not_fold_by_default(tmp_path, capsys):
+    model = bn_model()
+    export_tflite(model, tmp_path / "dr.tflite", quantization="dynamic_range")
+    assert "folded" not in capsys.readouterr().out
+    export_tflite(model, tmp_path / "f32.tflite")
+    assert "folded 1 BatchNormalization" in capsys.readouterr().out
