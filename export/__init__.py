@@ -10,8 +10,8 @@ from aw_keras.export.prepare import ExportError
 from aw_keras.export.prepare import exportable
 from aw_keras.export.saved_model import ImagePreprocessing
 from aw_keras.export.saved_model import export_saved_model
-from aw_keras.export.tflite import export_tflite
 from aw_keras.export.tflite import count_ops
+from aw_keras.export.tflite import export_tflite
 from aw_keras.export.tflite import list_ops
 from aw_keras.export.verify import VerificationResult
 from aw_keras.export.verify import format_table
