@@ -34,7 +34,7 @@ DEFAULT_IMPLEMENTATION = "taps"
 # (tf.map_fn -> TFLite WHILE / ONNX Loop) and "auto" convert and match Keras;
 # "depthwise" folds the batch into channels, which neither converter accepts
 # with a dynamic batch.
-NOT_EXPORTABLE = ("depthwise",)
+NOT_EXPORTABLE = ("depthwise", "fused")
 
 
 class ExportError(RuntimeError):

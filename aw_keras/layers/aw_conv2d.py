@@ -76,8 +76,9 @@ class AWConv2D(keras.layers.Layer):
         attention_mode: "residual" (AK = K + A*K, default, Eq. 6) or
             "multiplicative" (AK = A*K).
         implementation: "auto" (default: the fastest exact strategy for the
-            shape), or one of "taps", "per_sample", "matmul", "depthwise".
-            All compute the same numbers; see `aw_keras.layers.aw_kernels`.
+            shape, including the fused CPU kernel where allowed), or one of
+            "taps", "per_sample", "matmul", "depthwise", "fused". All compute
+            the same numbers; see `aw_keras.layers.aw_kernels`.
 
     Only `data_format="channels_last"` and `groups=1` are supported; anything else
     raises a ValueError at construction.
@@ -294,18 +295,23 @@ class AWConv2D(keras.layers.Layer):
             self.kernel_size, self.strides, self.dilation_rate, self.padding
         )
 
-    def resolved_implementation(self, input_shape, training=False, xla=None):
+    def resolved_implementation(self, input_shape, training=False, xla=None, fused=None):
         """The strategy ``implementation="auto"`` picks for ``input_shape``.
 
-        ``xla=None`` asks whether this is being traced for XLA right now.
+        ``xla=None`` asks whether this is being traced for XLA right now;
+        ``fused=None`` whether the fused kernel may be used now
+        (`aw_kernels.fused_allowed` for the layer's compute dtype).
         """
         if self.implementation != "auto":
             return self.implementation
         if xla is None:
             xla = aw_kernels.in_xla_context()
+        if fused is None:
+            fused = aw_kernels.fused_allowed(self.compute_dtype, xla)
         kernel_shape = self.kernel_size + (self.input_channels, self.filters)
         return aw_kernels.choose_strategy(
-            input_shape, kernel_shape, self.geometry, training=bool(training), xla=xla
+            input_shape, kernel_shape, self.geometry, training=bool(training), xla=xla,
+            fused=fused,
         )
 
     def call(self, inputs, training=None):

@@ -18,6 +18,10 @@ but kept at ``G1 = C1 / r_C1`` input-channel groups. They differ only in cost:
 - ``depthwise``: the batch folded into channels, one depthwise convolution with
   the per-sample kernels as channel multipliers, then a sum over ``C1``. Literal
   and memory hungry; kept as an independent check.
+- ``fused``: a custom CPU op (``fused_op``, compiled on first use) that blocks
+  the work so neither per-sample kernels nor tap partials reach memory, with a
+  fused backward pass. Not exportable and CPU/float32 only; ``auto`` uses it
+  where it is allowed (`fused_allowed`).
 
 Example:
 
@@ -34,6 +38,8 @@ import contextlib
 import contextvars
 
 import tensorflow as tf
+
+from aw_keras.layers import fused_op
 
 
 ConvGeometry = collections.namedtuple(
@@ -317,11 +323,23 @@ def depthwise(inputs, kernel, scale, geometry, training=False):
     return tf.transpose(tf.reduce_sum(out, axis=3), [2, 0, 1, 3])
 
 
+def fused(inputs, kernel, scale, geometry, training=False):
+    """The fused CPU kernel (``fused_op``): same numbers, no intermediates."""
+    if in_xla_context():
+        raise ValueError(
+            "implementation='fused' has no XLA kernel and cannot run under "
+            "jit_compile=True; use implementation='auto' (it picks an XLA-friendly "
+            "strategy) or compile without XLA."
+        )
+    return fused_op.aw_conv(inputs, kernel, scale, geometry)
+
+
 STRATEGIES = {
     "taps": taps,
     "per_sample": per_sample,
     "matmul": matmul,
     "depthwise": depthwise,
+    "fused": fused,
 }
 
 # Strategies whose graphs convert to TFLite builtins and ONNX with a dynamic batch.
@@ -338,12 +356,46 @@ def in_xla_context():
     return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
-def choose_strategy(input_shape, kernel_shape, geometry, training=False, xla=False):
+def in_save_context():
+    """True while ``tf.saved_model.save`` traces functions."""
+    try:
+        from tensorflow.python.saved_model import save_context  # no public equivalent
+    except ImportError:  # pragma: no cover - a future TF without this module
+        return False
+    return save_context.in_save_context()
+
+
+_GPU_VISIBLE = []
+
+
+def _gpu_visible():
+    if not _GPU_VISIBLE:
+        _GPU_VISIBLE.append(bool(tf.config.list_logical_devices("GPU")))
+    return _GPU_VISIBLE[0]
+
+
+def fused_allowed(dtype=tf.float32, xla=False):
+    """Whether ``auto`` may pick the fused kernel for a trace right now.
+
+    Not under XLA (no XLA kernel), not while tracing for export
+    (`export_friendly_ops`) or ``tf.saved_model.save`` (the graph would need the
+    custom op to load), not on a machine with a GPU (CPU-only kernel), float32
+    only, and only when the kernel builds here (``fused_op.available``).
+    """
+    return (tf.as_dtype(dtype) == tf.float32 and not xla and not exporting()
+            and not in_save_context() and not _gpu_visible() and fused_op.available())
+
+
+def choose_strategy(input_shape, kernel_shape, geometry, training=False, xla=False,
+                    fused=False):
     """The fastest exact strategy for a configuration (measured, see docs/speed.md).
 
     Per-sample kernels cost N*kh*kw*C1*C2 extra elements, tap decomposition about
     N*kh*kw*Ho*Wo*C2: per-sample convs win when the output has many more positions
-    than the kernel has input channels. Under XLA, training through
+    than the kernel has input channels. With ``fused=True`` (the fused kernel is
+    allowed, see `fused_allowed`) it is used for every k x k training step and
+    for inference unless the output has at least 8 positions per input channel
+    (56x56x64: oneDNN's per-sample convs were faster there). Under XLA, training through
     ``per_sample``'s ``tf.map_fn`` was measured 36-40x slower than the plain conv,
     so XLA training uses ``matmul`` there (1.6-1.8x the XLA conv) and ``taps``
     where the kernel is much deeper than the output is large (1.1-1.2x).
@@ -353,6 +405,8 @@ def choose_strategy(input_shape, kernel_shape, geometry, training=False, xla=Fal
     'per_sample'
     >>> choose_strategy((16, 56, 56, 64), (3, 3, 64, 64), geometry, training=True, xla=True)
     'matmul'
+    >>> choose_strategy((16, 14, 14, 256), (3, 3, 256, 256), geometry, fused=True)
+    'fused'
     """
     kh, kw, channels_in, _ = kernel_shape
     if kh * kw == 1:
@@ -364,4 +418,6 @@ def choose_strategy(input_shape, kernel_shape, geometry, training=False, xla=Fal
     ow = output_size(width, kw, geometry.strides[1], geometry.dilation_rate[1], geometry.padding)
     if training and xla:
         return "taps" if channels_in >= 2 * oh * ow else "matmul"
+    if fused and (training or 8 * channels_in > oh * ow):
+        return "fused"
     return "per_sample" if 4 * channels_in <= oh * ow else "taps"

@@ -111,6 +111,10 @@ def test_jit_compile_fit_and_predict(implementation):
     model = tiny_model(implementation)
     model.compile(optimizer="adam", loss="mse", jit_compile=True)
     x = np.random.default_rng(2).normal(size=(4, 12, 12, 4)).astype("float32")
+    if implementation == "fused":  # a custom CPU op: no XLA kernel, a clear error
+        with pytest.raises(ValueError, match="no XLA kernel"):
+            model.predict(x, verbose=0)
+        return
     eager = model(x, training=False).numpy()
     np.testing.assert_allclose(model.predict(x, verbose=0), eager, rtol=1e-4, atol=1e-4)
     history = model.fit(x, np.ones((4, 3), "float32"), epochs=2, batch_size=4, verbose=0)
@@ -188,13 +192,39 @@ def test_auto_picks_per_sample_for_large_outputs_and_taps_for_large_kernels():
     early.build((None, 56, 56, 64))
     late = AWConv2D(512, 3, padding="same")
     late.build((None, 7, 7, 512))
-    assert early.resolved_implementation((None, 56, 56, 64)) == "per_sample"
-    assert late.resolved_implementation((None, 7, 7, 512)) == "taps"
-    assert late.resolved_implementation((None, None, None, 512)) == "taps"
+    assert early.resolved_implementation((None, 56, 56, 64), fused=False) == "per_sample"
+    assert late.resolved_implementation((None, 7, 7, 512), fused=False) == "taps"
+    assert late.resolved_implementation((None, None, None, 512), fused=False) == "taps"
     # XLA training: map_fn per-sample was measured 36-40x the XLA conv -> matmul / taps
     assert early.resolved_implementation((None, 56, 56, 64), training=True, xla=True) == "matmul"
     assert late.resolved_implementation((None, 7, 7, 512), training=True, xla=True) == "taps"
     assert early.resolved_implementation((None, 56, 56, 64), training=False, xla=True) == "per_sample"
+
+
+def test_auto_uses_the_fused_kernel_where_allowed():
+    early = AWConv2D(64, 3, padding="same")
+    early.build((None, 56, 56, 64))
+    deep = AWConv2D(256, 3, padding="same")
+    deep.build((None, 14, 14, 256))
+    pointwise = AWConv2D(256, 1)
+    pointwise.build((None, 14, 14, 256))
+    # Inference: fused except where the output has >= 8 positions per input channel.
+    assert deep.resolved_implementation((None, 14, 14, 256), fused=True) == "fused"
+    assert early.resolved_implementation((None, 56, 56, 64), fused=True) == "per_sample"
+    # Training: fused for every k x k kernel; 1x1 stays a plain conv + scale.
+    assert early.resolved_implementation((None, 56, 56, 64), training=True, fused=True) == "fused"
+    assert pointwise.resolved_implementation((None, 14, 14, 256), training=True, fused=True) == "taps"
+    # XLA always wins over fused (no XLA kernel).
+    assert deep.resolved_implementation((None, 14, 14, 256), training=True, xla=True) == "matmul"
+
+
+def test_fused_is_never_allowed_while_exporting_saving_or_for_other_dtypes():
+    from aw_keras.layers import aw_kernels
+
+    assert not aw_kernels.fused_allowed(tf.float16)
+    assert not aw_kernels.fused_allowed(tf.float32, xla=True)
+    with aw_kernels.export_friendly_ops():
+        assert not aw_kernels.fused_allowed(tf.float32)
 
 
 def test_in_xla_context_is_true_only_while_tracing_for_xla():
@@ -219,6 +249,8 @@ def _op_types(fn, x):
 
 
 def test_training_under_xla_avoids_map_fn_and_matches_graph_mode():
+    from aw_keras.layers import aw_kernels
+
     keras.utils.set_random_seed(4)
     layer = AWConv2D(6, 3, padding="same")  # 4 * 4 <= 16 * 16: per_sample without XLA
     x = tf.random.normal((3, 16, 16, 4), seed=2)
@@ -231,7 +263,11 @@ def test_training_under_xla_avoids_map_fn_and_matches_graph_mode():
         return [loss] + tape.gradient(loss, [inputs, layer.kernel])
 
     graph, xla = tf.function(step), tf.function(step, jit_compile=True)
-    assert any("While" in op for op in _op_types(graph, x))  # map_fn
+    graph_ops = _op_types(graph, x)
+    if aw_kernels.fused_allowed():  # graph mode trains through the fused kernel
+        assert "AwConvForward" in graph_ops and "AwConvBackward" in graph_ops
+    else:
+        assert any("While" in op for op in graph_ops)  # map_fn
     xla_ops = _op_types(xla, x)
     assert not any("While" in op for op in xla_ops)
     assert xla_ops & {"BatchMatMulV2", "BatchMatMulV3"}

@@ -1,0 +1,540 @@
+// Fused CPU kernels for AW-convolution (aw_keras.layers.fused_op builds and loads this).
+//
+// AwConvForward computes, for every sample n,
+//     out[n] = conv(x[n], K * S[n])        S[n, j, k, c, p] = scale[n, j, k, c / (C1 / G), p]
+// without ever writing the per-sample kernels or the per-tap partial products to
+// memory: work is split into cache-sized blocks and every block ends in one Eigen
+// GEMM. Three blockings, picked per call from the shape (see PickMode):
+//   kernel-scaled: per sample, the scaled kernel (T*C1 x C2) is built once and
+//       multiplied by im2col row blocks of that sample (wins when the output has
+//       many positions per kernel element: early stages);
+//   kernel-scaled per tap (forward only): per sample and tap, the tap's window
+//       times its scaled (C1 x C2) kernel slice, accumulated in the output;
+//   output-scaled: per chunk of samples and per tap, (rows x C1) @ K_t, then the
+//       product is scaled per sample and output channel and accumulated (wins when
+//       the kernel is deep and the output small: late stages; needs G == 1).
+// AwConvBackward returns the gradients for x, kernel and scale with the same
+// blockings. float32 and float64, NHWC, CPU.
+#define EIGEN_USE_THREADS
+
+#include <algorithm>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace {
+
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::shape_inference::DimensionHandle;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+template <typename T>
+using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+#ifndef AW_BLOCK_BYTES
+#define AW_BLOCK_BYTES (1 << 20)
+#endif
+constexpr int64_t kBlockBytes = AW_BLOCK_BYTES;  // target size of one im2col / product block
+
+enum Mode { kAuto = 0, kKernelScaled = 1, kOutputScaled = 2, kKernelScaledPerTap = 3 };
+
+struct Geometry {
+  int64_t n, h, w, c1, kh, kw, c2, groups, ho, wo;
+  int sh, sw, dh, dw, pad_top, pad_left;
+  int64_t taps() const { return kh * kw; }
+  int64_t positions() const { return ho * wo; }
+  int64_t group_size() const { return c1 / groups; }
+};
+
+// Extra elementwise work per sample: kernel-scaled T*C1*C2 (build the scaled
+// kernel), output-scaled T*Ho*Wo*C2 (scale and accumulate every tap's product).
+// Measured on ResNet50's stage shapes (docs/speed.md): output-scaled wins once
+// C1 >= 2*Ho*Wo (7x7x512); below that kernel-scaled, per tap for deep inputs
+// (C1 >= 128: 28x28x128, 14x14x256) and one im2col GEMM for shallow ones (56x56x64).
+int PickMode(const Geometry& g, int requested, bool forward) {
+  if (requested == kOutputScaled && g.groups != 1) return kKernelScaled;
+  if (requested != kAuto) return requested;
+  if (g.groups == 1 && g.c1 >= 2 * g.positions()) return kOutputScaled;
+  if (forward && g.c1 >= 128) return kKernelScaledPerTap;
+  return kKernelScaled;
+}
+
+// Output length along one axis with TensorFlow's padding rules; `before` gets the
+// padding added before the first element ("SAME" puts the odd element after).
+int64_t OutputSize(int64_t size, int64_t kernel, int stride, int dilation, bool same,
+                   int* before) {
+  const int64_t span = (kernel - 1) * dilation + 1;
+  if (!same) {
+    *before = 0;
+    return size >= span ? (size - span) / stride + 1 : 0;
+  }
+  const int64_t out = (size + stride - 1) / stride;
+  const int64_t total = std::max<int64_t>((out - 1) * stride + span - size, 0);
+  *before = static_cast<int>(total / 2);
+  return out;
+}
+
+tensorflow::Status ReadGeometry(OpKernelContext* ctx, const std::vector<int32_t>& strides,
+                                const std::vector<int32_t>& dilations,
+                                const std::string& padding, Geometry* g) {
+  const Tensor& x = ctx->input(0);
+  const Tensor& k = ctx->input(1);
+  const Tensor& s = ctx->input(2);
+  if (x.dims() != 4 || k.dims() != 4 || s.dims() != 5) {
+    return tensorflow::errors::InvalidArgument(
+        "AwConv expects inputs (N, H, W, C1), kernel (kh, kw, C1, C2) and scale "
+        "(N, kh, kw, G, C2); got ranks ", x.dims(), ", ", k.dims(), ", ", s.dims());
+  }
+  g->n = x.dim_size(0); g->h = x.dim_size(1); g->w = x.dim_size(2); g->c1 = x.dim_size(3);
+  g->kh = k.dim_size(0); g->kw = k.dim_size(1); g->c2 = k.dim_size(3);
+  g->groups = s.dim_size(3);
+  if (k.dim_size(2) != g->c1 || s.dim_size(0) != g->n || s.dim_size(1) != g->kh ||
+      s.dim_size(2) != g->kw || s.dim_size(4) != g->c2 || g->groups < 1 ||
+      g->c1 % g->groups != 0) {
+    return tensorflow::errors::InvalidArgument(
+        "AwConv: inconsistent shapes: inputs ", x.shape().DebugString(), ", kernel ",
+        k.shape().DebugString(), ", scale ", s.shape().DebugString());
+  }
+  g->sh = strides[0]; g->sw = strides[1]; g->dh = dilations[0]; g->dw = dilations[1];
+  const bool same = padding == "SAME";
+  g->ho = OutputSize(g->h, g->kh, g->sh, g->dh, same, &g->pad_top);
+  g->wo = OutputSize(g->w, g->kw, g->sw, g->dw, same, &g->pad_left);
+  if (g->ho < 1 || g->wo < 1) {
+    return tensorflow::errors::InvalidArgument("AwConv: empty output for input ",
+                                               x.shape().DebugString());
+  }
+  return tensorflow::OkStatus();
+}
+
+// Input row of sample image `xn` read by tap (j, k) at output position `pos`, or
+// nullptr inside the zero padding.
+template <typename T>
+inline T* TapSource(const Geometry& g, T* xn, int64_t pos, int64_t j,
+                        int64_t k) {
+  const int64_t oy = pos / g.wo, ox = pos % g.wo;
+  const int64_t iy = oy * g.sh + j * g.dh - g.pad_top;
+  const int64_t ix = ox * g.sw + k * g.dw - g.pad_left;
+  if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) return nullptr;
+  return xn + (iy * g.w + ix) * g.c1;
+}
+
+// im2col of output positions [p0, p1) of one sample: (p1 - p0) x (T * C1).
+template <typename T>
+void Im2Col(const Geometry& g, const T* xn, int64_t p0, int64_t p1, T* col) {
+  const int64_t width = g.taps() * g.c1;
+  for (int64_t pos = p0; pos < p1; ++pos) {
+    T* row = col + (pos - p0) * width;
+    for (int64_t j = 0; j < g.kh; ++j) {
+      for (int64_t k = 0; k < g.kw; ++k) {
+        T* dst = row + (j * g.kw + k) * g.c1;
+        const T* src = TapSource(g, xn, pos, j, k);
+        if (src == nullptr) {
+          std::fill(dst, dst + g.c1, 0.f);
+        } else {
+          std::copy(src, src + g.c1, dst);
+        }
+      }
+    }
+  }
+}
+
+// Adds an im2col-shaped gradient block back onto the sample's input gradient.
+template <typename T>
+void Col2ImAdd(const Geometry& g, const T* col, int64_t p0, int64_t p1, T* dxn) {
+  const int64_t width = g.taps() * g.c1;
+  for (int64_t pos = p0; pos < p1; ++pos) {
+    const T* row = col + (pos - p0) * width;
+    for (int64_t j = 0; j < g.kh; ++j) {
+      for (int64_t k = 0; k < g.kw; ++k) {
+        T* dst = const_cast<T*>(TapSource(g, dxn, pos, j, k));
+        if (dst == nullptr) continue;
+        const T* src = row + (j * g.kw + k) * g.c1;
+        for (int64_t c = 0; c < g.c1; ++c) dst[c] += src[c];
+      }
+    }
+  }
+}
+
+// The window of tap (j, k) for samples [n0, n1): rows (n, pos), C1 columns.
+template <typename T>
+void TapWindow(const Geometry& g, const T* x, int64_t n0, int64_t n1, int64_t j,
+               int64_t k, T* window) {
+  const int64_t m = g.positions();
+  for (int64_t n = n0; n < n1; ++n) {
+    const T* xn = x + n * g.h * g.w * g.c1;
+    for (int64_t pos = 0; pos < m; ++pos) {
+      T* dst = window + ((n - n0) * m + pos) * g.c1;
+      const T* src = TapSource(g, xn, pos, j, k);
+      if (src == nullptr) {
+        std::fill(dst, dst + g.c1, 0.f);
+      } else {
+        std::copy(src, src + g.c1, dst);
+      }
+    }
+  }
+}
+
+template <typename T>
+void TapWindowAdd(const Geometry& g, const T* window, int64_t n0, int64_t n1,
+                  int64_t j, int64_t k, T* dx) {
+  const int64_t m = g.positions();
+  for (int64_t n = n0; n < n1; ++n) {
+    T* dxn = dx + n * g.h * g.w * g.c1;
+    for (int64_t pos = 0; pos < m; ++pos) {
+      T* dst = const_cast<T*>(TapSource(g, dxn, pos, j, k));
+      if (dst == nullptr) continue;
+      const T* src = window + ((n - n0) * m + pos) * g.c1;
+      for (int64_t c = 0; c < g.c1; ++c) dst[c] += src[c];
+    }
+  }
+}
+
+// Scaled kernel of sample n: row t*C1 + c is K[t, c, :] * scale[n, t, c / gs, :].
+template <typename T>
+void ScaledKernel(const Geometry& g, const T* kernel, const T* scale, int64_t n,
+                  T* out) {
+  const int64_t gs = g.group_size();
+  for (int64_t t = 0; t < g.taps(); ++t) {
+    const T* st = scale + (n * g.taps() + t) * g.groups * g.c2;
+    for (int64_t c = 0; c < g.c1; ++c) {
+      const T* srow = st + (c / gs) * g.c2;
+      const T* krow = kernel + (t * g.c1 + c) * g.c2;
+      T* drow = out + (t * g.c1 + c) * g.c2;
+      for (int64_t p = 0; p < g.c2; ++p) drow[p] = krow[p] * srow[p];
+    }
+  }
+}
+
+int64_t RowBlock(const Geometry& g, int64_t element_size) {
+  const int64_t width = g.taps() * g.c1;
+  return std::max<int64_t>(8, kBlockBytes / (element_size * width));
+}
+
+// Samples per output-scaled chunk: about 2 MiB of rows, but at least one chunk per
+// worker thread, in chunks of equal size.
+int64_t SampleChunk(OpKernelContext* ctx, const Geometry& g, int64_t element_size) {
+  const int64_t threads =
+      std::max(1, ctx->device()->tensorflow_cpu_worker_threads()->num_threads);
+  const int64_t per_sample = g.positions() * std::max(g.c1, g.c2) * element_size;
+  const int64_t by_size = std::max<int64_t>(1, (2 * kBlockBytes) / per_sample);
+  int64_t chunks = std::max((g.n + by_size - 1) / by_size, std::min(threads, g.n));
+  chunks = ((chunks + threads - 1) / threads) * threads;
+  return std::max<int64_t>(1, (g.n + chunks - 1) / chunks);
+}
+
+template <typename Fn>
+void ForEachChunk(OpKernelContext* ctx, const Geometry& g, int64_t chunk, Fn fn) {
+  const int64_t chunks = (g.n + chunk - 1) / chunk;
+  auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  const int64_t cost = chunk * g.positions() * g.taps() * g.c1 * g.c2;
+  pool->ParallelFor(chunks, cost, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) fn(i * chunk, std::min(g.n, (i + 1) * chunk));
+  });
+}
+
+class AwConvBase : public OpKernel {
+ public:
+  explicit AwConvBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("strides", &strides_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("dilations", &dilations_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("mode", &mode_));
+    OP_REQUIRES(ctx, strides_.size() == 2 && dilations_.size() == 2,
+                tensorflow::errors::InvalidArgument(
+                    "AwConv: strides and dilations need 2 values each"));
+    for (int axis = 0; axis < 2; ++axis) {
+      OP_REQUIRES(ctx, strides_[axis] >= 1 && dilations_[axis] >= 1,
+                  tensorflow::errors::InvalidArgument(
+                      "AwConv: strides and dilations must be positive"));
+    }
+    OP_REQUIRES(ctx, mode_ >= 0 && mode_ <= 3,
+                tensorflow::errors::InvalidArgument("AwConv: mode must be 0, 1, 2 or 3"));
+  }
+
+ protected:
+  std::vector<int32_t> strides_, dilations_;
+  std::string padding_;
+  int mode_;
+};
+
+template <typename T>
+class AwConvForwardOp : public AwConvBase {
+ public:
+  using AwConvBase::AwConvBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    Geometry g;
+    OP_REQUIRES_OK(ctx, ReadGeometry(ctx, strides_, dilations_, padding_, &g));
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({g.n, g.ho, g.wo, g.c2}), &out));
+    if (g.n == 0) return;
+    const T* x = ctx->input(0).flat<T>().data();
+    const T* kernel = ctx->input(1).flat<T>().data();
+    const T* scale = ctx->input(2).flat<T>().data();
+    T* y = out->flat<T>().data();
+    const int64_t m = g.positions(), width = g.taps() * g.c1;
+    const int mode = PickMode(g, mode_, true);
+    if (mode == kKernelScaledPerTap) {
+      const int64_t gs = g.group_size();
+      ForEachChunk(ctx, g, 1, [&](int64_t n0, int64_t n1) {
+        std::vector<T> kern(g.c1 * g.c2), window(m * g.c1);
+        for (int64_t n = n0; n < n1; ++n) {
+          Eigen::Map<Mat<T>> yn(y + n * m * g.c2, m, g.c2);
+          yn.setZero();
+          for (int64_t j = 0; j < g.kh; ++j) {
+            for (int64_t k = 0; k < g.kw; ++k) {
+              const int64_t t = j * g.kw + k;
+              const T* st = scale + (n * g.taps() + t) * g.groups * g.c2;
+              for (int64_t c = 0; c < g.c1; ++c) {
+                const T* srow = st + (c / gs) * g.c2;
+                const T* krow = kernel + (t * g.c1 + c) * g.c2;
+                T* drow = kern.data() + c * g.c2;
+                for (int64_t p = 0; p < g.c2; ++p) drow[p] = krow[p] * srow[p];
+              }
+              TapWindow(g, x, n, n + 1, j, k, window.data());
+              yn.noalias() += Eigen::Map<const Mat<T>>(window.data(), m, g.c1) * Eigen::Map<const Mat<T>>(kern.data(), g.c1, g.c2);
+            }
+          }
+        }
+      });
+      return;
+    }
+    if (mode == kKernelScaled) {
+      const int64_t rows = std::min(m, RowBlock(g, sizeof(T)));
+      ForEachChunk(ctx, g, 1, [&](int64_t n0, int64_t n1) {
+        std::vector<T> kern(width * g.c2), col(rows * width);
+        for (int64_t n = n0; n < n1; ++n) {
+          ScaledKernel(g, kernel, scale, n, kern.data());
+          Eigen::Map<const Mat<T>> kmat(kern.data(), width, g.c2);
+          const T* xn = x + n * g.h * g.w * g.c1;
+          for (int64_t p0 = 0; p0 < m; p0 += rows) {
+            const int64_t p1 = std::min(m, p0 + rows);
+            Im2Col(g, xn, p0, p1, col.data());
+            Eigen::Map<Mat<T>>(y + (n * m + p0) * g.c2, p1 - p0, g.c2).noalias() =
+                Eigen::Map<const Mat<T>>(col.data(), p1 - p0, width) * kmat;
+          }
+        }
+      });
+      return;
+    }
+    const int64_t chunk = SampleChunk(ctx, g, sizeof(T));
+    ForEachChunk(ctx, g, chunk, [&](int64_t n0, int64_t n1) {
+      const int64_t r = (n1 - n0) * m;
+      std::vector<T> window(r * g.c1), product(r * g.c2);
+      Eigen::Map<Mat<T>> yc(y + n0 * m * g.c2, r, g.c2);
+      yc.setZero();
+      for (int64_t j = 0; j < g.kh; ++j) {
+        for (int64_t k = 0; k < g.kw; ++k) {
+          const int64_t t = j * g.kw + k;
+          TapWindow(g, x, n0, n1, j, k, window.data());
+          Eigen::Map<Mat<T>>(product.data(), r, g.c2).noalias() =
+              Eigen::Map<const Mat<T>>(window.data(), r, g.c1) * Eigen::Map<const Mat<T>>(kernel + t * g.c1 * g.c2, g.c1, g.c2);
+          for (int64_t n = n0; n < n1; ++n) {
+            const T* st = scale + (n * g.taps() + t) * g.c2;
+            for (int64_t pos = 0; pos < m; ++pos) {
+              const int64_t row = (n - n0) * m + pos;
+              const T* src = product.data() + row * g.c2;
+              T* dst = y + (n * m + pos) * g.c2;
+              for (int64_t p = 0; p < g.c2; ++p) dst[p] += src[p] * st[p];
+            }
+          }
+        }
+      }
+    });
+  }
+};
+
+template <typename T>
+class AwConvBackwardOp : public AwConvBase {
+ public:
+  using AwConvBase::AwConvBase;
+
+  void Compute(OpKernelContext* ctx) override {
+    Geometry g;
+    OP_REQUIRES_OK(ctx, ReadGeometry(ctx, strides_, dilations_, padding_, &g));
+    const Tensor& grad_t = ctx->input(3);
+    OP_REQUIRES(ctx, grad_t.shape() == TensorShape({g.n, g.ho, g.wo, g.c2}),
+                tensorflow::errors::InvalidArgument("AwConvBackward: gradient shape ",
+                                                    grad_t.shape().DebugString()));
+    Tensor *dx_t = nullptr, *dk_t = nullptr, *ds_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &dx_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &dk_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &ds_t));
+    const T* x = ctx->input(0).flat<T>().data();
+    const T* kernel = ctx->input(1).flat<T>().data();
+    const T* scale = ctx->input(2).flat<T>().data();
+    const T* grad = grad_t.flat<T>().data();
+    T* dx = dx_t->flat<T>().data();
+    T* dk = dk_t->flat<T>().data();
+    T* ds = ds_t->flat<T>().data();
+    const int64_t m = g.positions(), width = g.taps() * g.c1;
+    std::fill(dx, dx + dx_t->NumElements(), 0.f);
+    std::fill(dk, dk + dk_t->NumElements(), 0.f);
+    std::fill(ds, ds + ds_t->NumElements(), 0.f);
+    if (g.n == 0) return;
+    std::mutex dk_mutex;
+    auto add_dk = [&](const std::vector<T>& local) {
+      std::lock_guard<std::mutex> lock(dk_mutex);
+      for (size_t i = 0; i < local.size(); ++i) dk[i] += local[i];
+    };
+    const int64_t gs = g.group_size();
+    if (PickMode(g, mode_, false) != kOutputScaled) {
+      const int64_t rows = std::min(m, RowBlock(g, sizeof(T)));
+      ForEachChunk(ctx, g, 1, [&](int64_t n0, int64_t n1) {
+        std::vector<T> kern(width * g.c2), col(rows * width), gk(width * g.c2),
+            dk_local(width * g.c2, 0.f);
+        for (int64_t n = n0; n < n1; ++n) {
+          ScaledKernel(g, kernel, scale, n, kern.data());
+          Eigen::Map<const Mat<T>> kmat(kern.data(), width, g.c2);
+          Eigen::Map<Mat<T>> gkmat(gk.data(), width, g.c2);
+          gkmat.setZero();
+          const T* xn = x + n * g.h * g.w * g.c1;
+          T* dxn = dx + n * g.h * g.w * g.c1;
+          for (int64_t p0 = 0; p0 < m; p0 += rows) {
+            const int64_t p1 = std::min(m, p0 + rows);
+            Eigen::Map<const Mat<T>> gblock(grad + (n * m + p0) * g.c2, p1 - p0, g.c2);
+            Im2Col(g, xn, p0, p1, col.data());
+            gkmat.noalias() += Eigen::Map<const Mat<T>>(col.data(), p1 - p0, width).transpose() * gblock;
+            Eigen::Map<Mat<T>>(col.data(), p1 - p0, width).noalias() = gblock * kmat.transpose();
+            Col2ImAdd(g, col.data(), p0, p1, dxn);
+          }
+          // d kernel += G * S[n];  d scale[n, t, group, p] = sum_c G * K.
+          for (int64_t t = 0; t < g.taps(); ++t) {
+            const T* st = scale + (n * g.taps() + t) * g.groups * g.c2;
+            T* dst = ds + (n * g.taps() + t) * g.groups * g.c2;
+            for (int64_t c = 0; c < g.c1; ++c) {
+              const int64_t row = t * g.c1 + c;
+              const T* srow = st + (c / gs) * g.c2;
+              T* dsrow = dst + (c / gs) * g.c2;
+              const T* grow = gk.data() + row * g.c2;
+              const T* krow = kernel + row * g.c2;
+              T* dkrow = dk_local.data() + row * g.c2;
+              for (int64_t p = 0; p < g.c2; ++p) {
+                dkrow[p] += grow[p] * srow[p];
+                dsrow[p] += grow[p] * krow[p];
+              }
+            }
+          }
+        }
+        add_dk(dk_local);
+      });
+      return;
+    }
+    const int64_t chunk = SampleChunk(ctx, g, sizeof(T));
+    ForEachChunk(ctx, g, chunk, [&](int64_t n0, int64_t n1) {
+      const int64_t r = (n1 - n0) * m;
+      std::vector<T> window(r * g.c1), scaled(r * g.c2), product(r * g.c2),
+          dk_local(width * g.c2, 0.f);
+      for (int64_t j = 0; j < g.kh; ++j) {
+        for (int64_t k = 0; k < g.kw; ++k) {
+          const int64_t t = j * g.kw + k;
+          Eigen::Map<const Mat<T>> kt(kernel + t * g.c1 * g.c2, g.c1, g.c2);
+          TapWindow(g, x, n0, n1, j, k, window.data());
+          Eigen::Map<const Mat<T>> wmat(window.data(), r, g.c1);
+          // The tap's product, for d scale: sum over positions of grad * (window @ K_t).
+          Eigen::Map<Mat<T>>(product.data(), r, g.c2).noalias() = wmat * kt;
+          for (int64_t n = n0; n < n1; ++n) {
+            const T* st = scale + (n * g.taps() + t) * g.c2;
+            T* dst = ds + (n * g.taps() + t) * g.c2;
+            for (int64_t pos = 0; pos < m; ++pos) {
+              const int64_t row = (n - n0) * m + pos;
+              const T* grow = grad + (n * m + pos) * g.c2;
+              const T* prow = product.data() + row * g.c2;
+              T* srow = scaled.data() + row * g.c2;
+              for (int64_t p = 0; p < g.c2; ++p) {
+                dst[p] += grow[p] * prow[p];
+                srow[p] = grow[p] * st[p];
+              }
+            }
+          }
+          Eigen::Map<const Mat<T>> smat(scaled.data(), r, g.c2);
+          Eigen::Map<Mat<T>>(dk_local.data() + t * g.c1 * g.c2, g.c1, g.c2).noalias() +=
+              wmat.transpose() * smat;
+          Eigen::Map<Mat<T>>(window.data(), r, g.c1).noalias() = smat * kt.transpose();
+          TapWindowAdd(g, window.data(), n0, n1, j, k, dx);
+        }
+      }
+      add_dk(dk_local);
+    });
+  }
+};
+
+tensorflow::Status ForwardShape(InferenceContext* c) {
+  ShapeHandle x, k;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &x));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &k));
+  std::vector<int32_t> strides, dilations;
+  std::string padding;
+  TF_RETURN_IF_ERROR(c->GetAttr("strides", &strides));
+  TF_RETURN_IF_ERROR(c->GetAttr("dilations", &dilations));
+  TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
+  std::vector<DimensionHandle> dims = {c->Dim(x, 0)};
+  for (int axis = 0; axis < 2; ++axis) {
+    DimensionHandle size = c->Dim(x, 1 + axis), kernel = c->Dim(k, axis);
+    if (!c->ValueKnown(size) || !c->ValueKnown(kernel)) {
+      dims.push_back(c->UnknownDim());
+      continue;
+    }
+    int before = 0;
+    dims.push_back(c->MakeDim(OutputSize(c->Value(size), c->Value(kernel), strides[axis],
+                                         dilations[axis], padding == "SAME", &before)));
+  }
+  dims.push_back(c->Dim(k, 3));
+  c->set_output(0, c->MakeShape(dims));
+  return tensorflow::OkStatus();
+}
+
+}  // namespace
+
+REGISTER_OP("AwConvForward")
+    .Input("inputs: T")
+    .Input("kernel: T")
+    .Input("scale: T")
+    .Output("outputs: T")
+    .Attr("T: {float, double}")
+    .Attr("strides: list(int)")
+    .Attr("dilations: list(int)")
+    .Attr("padding: {'SAME', 'VALID'}")
+    .Attr("mode: int = 0")
+    .SetShapeFn(ForwardShape);
+
+REGISTER_OP("AwConvBackward")
+    .Input("inputs: T")
+    .Input("kernel: T")
+    .Input("scale: T")
+    .Input("grad: T")
+    .Output("grad_inputs: T")
+    .Output("grad_kernel: T")
+    .Output("grad_scale: T")
+    .Attr("T: {float, double}")
+    .Attr("strides: list(int)")
+    .Attr("dilations: list(int)")
+    .Attr("padding: {'SAME', 'VALID'}")
+    .Attr("mode: int = 0")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(1));
+      c->set_output(2, c->input(2));
+      return tensorflow::OkStatus();
+    });
+
+#define AW_REGISTER(T)                                                              \
+  REGISTER_KERNEL_BUILDER(                                                          \
+      Name("AwConvForward").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),  \
+      AwConvForwardOp<T>);                                                          \
+  REGISTER_KERNEL_BUILDER(                                                          \
+      Name("AwConvBackward").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), \
+      AwConvBackwardOp<T>);
+AW_REGISTER(float);
+AW_REGISTER(double);
+#undef AW_REGISTER
