@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 import keras  # noqa: E402
-from aw_keras.layers import AWConv2D  # noqa: E402
+from aw_keras.layers import AWConv2D, fused_op  # noqa: E402
 from aw_keras.layers.aw_conv2d import IMPLEMENTATIONS  # noqa: E402
 from timing import time_interleaved  # noqa: E402  (benchmarks/timing.py)
 
@@ -102,6 +102,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.batch <= 0 or args.repeats <= 0:
         parser.error(f"--batch and --repeats must be positive, received {args.batch}, {args.repeats}")
+    if args.jit_compile and "fused" in args.implementations:
+        print("(implementation 'fused' left out: the fused CPU kernel has no XLA kernel)")
+        args.implementations = [i for i in args.implementations if i != "fused"]
+    elif "fused" in args.implementations and not fused_op.available():
+        print(f"(implementation 'fused' left out: {fused_op.unavailable_reason()})")
+        args.implementations = [i for i in args.implementations if i != "fused"]
 
     lines = [
         f"Machine: {describe_machine()}; batch {args.batch}, 3x3, stride 1, 'same', "

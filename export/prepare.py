@@ -33,7 +33,8 @@ DEFAULT_IMPLEMENTATION = "taps"
 # Measured here (tests/export/test_prepare.py): "taps", "matmul", "per_sample"
 # (tf.map_fn -> TFLite WHILE / ONNX Loop) and "auto" convert and match Keras;
 # "depthwise" folds the batch into channels, which neither converter accepts
-# with a dynamic batch.
+# with a dynamic batch; "fused" is a custom CPU op that no runtime but a Python
+# process with aw_keras loaded can run.
 NOT_EXPORTABLE = ("depthwise", "fused")
 
 
@@ -70,7 +71,7 @@ def exportable(model, implementation=DEFAULT_IMPLEMENTATION):
         implementation: the AWConv2D strategy to trace with, one of
             `aw_kernels.EXPORTABLE` (default ``"taps"``: builtin ops, fastest in
             TFLite), or None to keep each layer's strategy except the
-            non-exportable ``"depthwise"``, which is switched to ``"taps"``.
+            non-exportable ``"depthwise"`` and ``"fused"``, which are switched to ``"taps"``.
 
     The original strategies are restored on exit, also after an error.
     """

@@ -76,7 +76,7 @@ def test_every_implementation_exports_or_is_switched(implementation, tmp_path, c
     tfl = export_tflite(model, tmp_path / "m.tflite", implementation=None)
     onnx_path = export_onnx(model, tmp_path / "m.onnx", implementation=None)
     log = capsys.readouterr().out
-    assert ("switched" in log) == (implementation == "depthwise")
+    assert ("switched" in log) == (implementation in prepare.NOT_EXPORTABLE)
     assert [l.implementation for l in prepare.aw_layers(model)] == [implementation] * 3
     assert not [op for op in list_ops(tfl) if op.startswith("Flex")]
     for artifact in (tfl, onnx_path):
