@@ -394,8 +394,9 @@ def choose_strategy(input_shape, kernel_shape, geometry, training=False, xla=Fal
     N*kh*kw*Ho*Wo*C2: per-sample convs win when the output has many more positions
     than the kernel has input channels. With ``fused=True`` (the fused kernel is
     allowed, see `fused_allowed`) it is used for every k x k training step and
-    for inference unless the output has at least 8 positions per input channel
-    (56x56x64: oneDNN's per-sample convs were faster there). Under XLA, training through
+    for inference, except where ``per_sample`` would be picked for a static
+    batch (oneDNN's per-sample convs were as fast or faster there: 56x56x64,
+    28x28x128). Under XLA, training through
     ``per_sample``'s ``tf.map_fn`` was measured 36-40x slower than the plain conv,
     so XLA training uses ``matmul`` there (1.6-1.8x the XLA conv) and ``taps``
     where the kernel is much deeper than the output is large (1.1-1.2x).
@@ -418,6 +419,7 @@ def choose_strategy(input_shape, kernel_shape, geometry, training=False, xla=Fal
     ow = output_size(width, kw, geometry.strides[1], geometry.dilation_rate[1], geometry.padding)
     if training and xla:
         return "taps" if channels_in >= 2 * oh * ow else "matmul"
-    if fused and (training or 8 * channels_in > oh * ow):
+    per_sample_wins = 4 * channels_in <= oh * ow
+    if fused and (training or not per_sample_wins or input_shape[0] is None):
         return "fused"
-    return "per_sample" if 4 * channels_in <= oh * ow else "taps"
+    return "per_sample" if per_sample_wins else "taps"

@@ -208,9 +208,10 @@ def test_auto_uses_the_fused_kernel_where_allowed():
     deep.build((None, 14, 14, 256))
     pointwise = AWConv2D(256, 1)
     pointwise.build((None, 14, 14, 256))
-    # Inference: fused except where the output has >= 8 positions per input channel.
+    # Inference: fused except where per_sample wins for a static batch.
     assert deep.resolved_implementation((None, 14, 14, 256), fused=True) == "fused"
-    assert early.resolved_implementation((None, 56, 56, 64), fused=True) == "per_sample"
+    assert early.resolved_implementation((16, 56, 56, 64), fused=True) == "per_sample"
+    assert early.resolved_implementation((None, 56, 56, 64), fused=True) == "fused"  # not map_fn
     # Training: fused for every k x k kernel; 1x1 stays a plain conv + scale.
     assert early.resolved_implementation((None, 56, 56, 64), training=True, fused=True) == "fused"
     assert pointwise.resolved_implementation((None, 14, 14, 256), training=True, fused=True) == "taps"

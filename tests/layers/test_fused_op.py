@@ -139,7 +139,7 @@ def test_exported_graphs_never_contain_the_fused_op(tmp_path):
     from tensorflow.python.saved_model import save_context, save_options
 
     keras.utils.set_random_seed(0)
-    inputs = keras.Input((6, 6, 32))  # 8 * C1 > Ho * Wo: auto infers with the fused op
+    inputs = keras.Input((6, 6, 32))  # 4 * C1 > Ho * Wo: auto infers with the fused op
     model = keras.Model(inputs, AWConv2D(8, 3, padding="same", name="aw")(inputs))
     spec = tf.TensorSpec((None, 6, 6, 32))
 

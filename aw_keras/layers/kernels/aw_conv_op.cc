@@ -331,8 +331,6 @@ class AwConvForwardOp : public AwConvBase {
     ForEachChunk(ctx, g, chunk, [&](int64_t n0, int64_t n1) {
       const int64_t r = (n1 - n0) * m;
       std::vector<T> window(r * g.c1), product(r * g.c2);
-      Eigen::Map<Mat<T>> yc(y + n0 * m * g.c2, r, g.c2);
-      yc.setZero();
       for (int64_t j = 0; j < g.kh; ++j) {
         for (int64_t k = 0; k < g.kw; ++k) {
           const int64_t t = j * g.kw + k;
@@ -345,7 +343,11 @@ class AwConvForwardOp : public AwConvBase {
               const int64_t row = (n - n0) * m + pos;
               const T* src = product.data() + row * g.c2;
               T* dst = y + (n * m + pos) * g.c2;
-              for (int64_t p = 0; p < g.c2; ++p) dst[p] += src[p] * st[p];
+              if (t == 0) {  // the first tap writes, the others accumulate
+                for (int64_t p = 0; p < g.c2; ++p) dst[p] = src[p] * st[p];
+              } else {
+                for (int64_t p = 0; p < g.c2; ++p) dst[p] += src[p] * st[p];
+              }
             }
           }
         }
