@@ -290,7 +290,6 @@ class AwConvForwardOp : public AwConvBase {
         std::vector<T> kern(g.c1 * g.c2), window(m * g.c1);
         for (int64_t n = n0; n < n1; ++n) {
           Eigen::Map<Mat<T>> yn(y + n * m * g.c2, m, g.c2);
-          yn.setZero();
           for (int64_t j = 0; j < g.kh; ++j) {
             for (int64_t k = 0; k < g.kw; ++k) {
               const int64_t t = j * g.kw + k;
@@ -302,7 +301,13 @@ class AwConvForwardOp : public AwConvBase {
                 for (int64_t p = 0; p < g.c2; ++p) drow[p] = krow[p] * srow[p];
               }
               TapWindow(g, x, n, n + 1, j, k, window.data());
-              yn.noalias() += Eigen::Map<const Mat<T>>(window.data(), m, g.c1) * Eigen::Map<const Mat<T>>(kern.data(), g.c1, g.c2);
+              Eigen::Map<const Mat<T>> wmat(window.data(), m, g.c1);
+              Eigen::Map<const Mat<T>> kmat(kern.data(), g.c1, g.c2);
+              if (t == 0) {  // the first tap writes, the others accumulate
+                yn.noalias() = wmat * kmat;
+              } else {
+                yn.noalias() += wmat * kmat;
+              }
             }
           }
         }
