@@ -24,6 +24,20 @@ if [ ! -f "$fashion_dir/train-images-idx3-ubyte.gz" ] && command -v apt-get >/de
   fi
 fi
 
+# A C++ compiler builds the fused AWConv2D CPU kernel on first use (about 20 s, then
+# cached); without one AWConv2D falls back to builtin ops (slower) and says so.
+if ! command -v c++ >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }; then
+    sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo -n"
+    echo "[setup] installing Debian package g++ (builds the fused AWConv2D kernel)"
+    $sudo_cmd apt-get install -y -q g++ >/dev/null 2>&1 \
+      || { $sudo_cmd apt-get update -q >/dev/null 2>&1 && $sudo_cmd apt-get install -y -q g++ >/dev/null 2>&1; } \
+      || echo "[setup] could not install g++; AWConv2D will use builtin ops (slower)"
+  else
+    echo "[setup] no C++ compiler: 'sudo apt-get install g++' enables the fused AWConv2D kernel"
+  fi
+fi
+
 python_bin="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($python_bin --version)"
