@@ -28,6 +28,8 @@ GEOMETRIES = [
     ((2, 7, 9, 4), (3, 3, 4, 6), 2, (1, 1), (1, 1), "same"),
     ((2, 6, 6, 8), (1, 1, 8, 6), 1, (2, 2), (1, 1), "valid"),
     ((2, 2, 2, 16), (3, 3, 16, 4), 1, (1, 1), (1, 1), "same"),  # C1 >= 2*Ho*Wo
+    ((2, 9, 6, 3), (2, 4, 3, 5), 1, (1, 1), (1, 1), "same"),  # even kernel: odd padding
+    ((2, 9, 7, 4), (3, 2, 4, 5), 2, (1, 1), (1, 1), "valid"),
 ]
 
 
@@ -38,12 +40,13 @@ def _run_python(code, env_updates):
 
 
 @needs_kernel
-@pytest.mark.parametrize("mode", [0, 1, 2, 3])
+@pytest.mark.parametrize("mode", [0, 1, 2, 3, 4])
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "x".join(map(str, g[0] + g[1])))
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
 def test_every_blocking_matches_taps_forward_and_backward(geometry, mode, dtype):
     """Modes: 0 by shape, 1 kernel-scaled im2col, 2 output-scaled (G=1 only; G>1
-    falls back to 1), 3 kernel-scaled per tap (forward; backward as 1)."""
+    falls back to 1), 3 kernel-scaled per tap (forward; backward as 1), 4
+    kernel-scaled on overlapping padded rows (unit strides and dilations; else as 1)."""
     shape, kernel_shape, groups, strides, dilation, padding = geometry
     kh, kw, _, channels_out = kernel_shape
     conv = aw_kernels.ConvGeometry((kh, kw), strides, dilation, padding)

@@ -4,10 +4,14 @@
 //     out[n] = conv(x[n], K * S[n])        S[n, j, k, c, p] = scale[n, j, k, c / (C1 / G), p]
 // without ever writing the per-sample kernels or the per-tap partial products to
 // memory: work is split into cache-sized blocks and every block ends in one Eigen
-// GEMM. Three blockings, picked per call from the shape (see PickMode):
+// GEMM. Four blockings, picked per call from the shape (see PickMode):
 //   kernel-scaled: per sample, the scaled kernel (T*C1 x C2) is built once and
 //       multiplied by im2col row blocks of that sample (wins when the output has
 //       many positions per kernel element: early stages);
+//   kernel-scaled on padded rows (unit strides and dilations): the same without
+//       im2col, reading each kernel row's taps as overlapping rows of the padded
+//       sample (see PaddedRows); d inputs as a convolution of the padded output
+//       gradient with the flipped kernel;
 //   kernel-scaled per tap (forward only): per sample and tap, the tap's window
 //       times its scaled (C1 x C2) kernel slice, accumulated in the output;
 //   output-scaled: per chunk of samples and per tap, (rows x C1) @ K_t, then the
@@ -46,12 +50,19 @@ using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 #endif
 constexpr int64_t kBlockBytes = AW_BLOCK_BYTES;  // target size of one im2col / product block
 
-enum Mode { kAuto = 0, kKernelScaled = 1, kOutputScaled = 2, kKernelScaledPerTap = 3 };
+enum Mode {
+  kAuto = 0,
+  kKernelScaled = 1,
+  kOutputScaled = 2,
+  kKernelScaledPerTap = 3,
+  kKernelScaledRows = 4,
+};
 
 struct Geometry {
   int64_t n, h, w, c1, kh, kw, c2, groups, ho, wo;
   int sh, sw, dh, dw, pad_top, pad_left;
   int64_t taps() const { return kh * kw; }
+  bool unit_steps() const { return sh == 1 && sw == 1 && dh == 1 && dw == 1; }
   int64_t positions() const { return ho * wo; }
   int64_t group_size() const { return c1 / groups; }
 };
@@ -59,13 +70,17 @@ struct Geometry {
 // Extra elementwise work per sample: kernel-scaled T*C1*C2 (build the scaled
 // kernel), output-scaled T*Ho*Wo*C2 (scale and accumulate every tap's product).
 // Measured on ResNet50's stage shapes (docs/speed.md): output-scaled wins once
-// C1 >= 2*Ho*Wo (7x7x512); below that kernel-scaled, per tap for deep inputs
-// (C1 >= 128: 28x28x128, 14x14x256) and one im2col GEMM for shallow ones (56x56x64).
+// C1 >= 2*Ho*Wo (7x7x512); below that kernel-scaled: forward per tap for deep
+// inputs (C1 >= 128: 28x28x128, 14x14x256), else on padded rows for unit strides
+// and dilations (56x56x64; also the backward pass up to C1 = 128), else im2col.
 int PickMode(const Geometry& g, int requested, bool forward) {
   if (requested == kOutputScaled && g.groups != 1) return kKernelScaled;
+  if (requested == kKernelScaledRows && !g.unit_steps()) return kKernelScaled;
+  if (requested == kKernelScaledPerTap && !forward) return kKernelScaled;
   if (requested != kAuto) return requested;
   if (g.groups == 1 && g.c1 >= 2 * g.positions()) return kOutputScaled;
   if (forward && g.c1 >= 128) return kKernelScaledPerTap;
+  if (g.unit_steps() && g.c1 <= 128) return kKernelScaledRows;
   return kKernelScaled;
 }
 
@@ -242,6 +257,94 @@ void ForEachChunk(OpKernelContext* ctx, const Geometry& g, int64_t chunk, Fn fn)
   });
 }
 
+// Unit strides and dilations: an image zero-padded into a (Hp*Wp + kw) x C
+// buffer (row-major positions), Hp = out_h + kh - 1, Wp = out_w + kw - 1. Output
+// position (oy, ox) of the "extended" grid out_h x Wp (columns ox >= out_w are
+// junk) reads, for kernel row j, the kw*C values starting at row (oy + j)*Wp + ox:
+// one matrix with overlapping rows (stride C) per kernel row, multiplied without
+// any im2col copy. Used for the forward pass (x, padded by the conv's padding)
+// and for d inputs (the output gradient, padded by kh-1-top / kw-1-left, with the
+// kernel flipped and transposed).
+template <typename T>
+struct PaddedRows {
+  int64_t channels, kw, hp, wp, rows_ext;
+  std::vector<T> data;
+
+  PaddedRows(int64_t out_h, int64_t out_w, int64_t kh, int64_t kw_, int64_t channels_)
+      : channels(channels_), kw(kw_), hp(out_h + kh - 1), wp(out_w + kw_ - 1),
+        rows_ext(out_h * (out_w + kw_ - 1)),
+        data(((out_h + kh - 1) * (out_w + kw_ - 1) + kw_) * channels_, T(0)) {}
+
+  // Copies a src_h x src_w image with its top-left corner at (top, left).
+  void Fill(const T* src, int64_t src_h, int64_t src_w, int64_t top, int64_t left) {
+    std::fill(data.begin(), data.end(), T(0));
+    for (int64_t iy = 0; iy < src_h; ++iy) {
+      const int64_t row = iy + top;
+      if (row < 0 || row >= hp) continue;
+      for (int64_t ix = 0; ix < src_w; ++ix) {
+        const int64_t col = ix + left;
+        if (col < 0 || col >= wp) continue;
+        const T* from = src + (iy * src_w + ix) * channels;
+        std::copy(from, from + channels, data.data() + (row * wp + col) * channels);
+      }
+    }
+  }
+
+  // Kernel row j's input matrix: rows_ext x (kw * C), rows C apart.
+  Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>> Rows(int64_t j) const {
+    return Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>>(
+        data.data() + j * wp * channels, rows_ext, kw * channels, Eigen::OuterStride<>(channels));
+  }
+
+  // Copies the valid columns of an extended-grid result (rows_ext x width) out.
+  void CopyValid(const T* extended, int64_t out_h, int64_t out_w, int64_t width, T* out) const {
+    for (int64_t oy = 0; oy < out_h; ++oy) {
+      const T* from = extended + oy * wp * width;
+      std::copy(from, from + out_w * width, out + oy * out_w * width);
+    }
+  }
+};
+
+// Sum over kernel rows j of Rows(j) @ kernel rows j (kh*kw*C x D): out_ext = rows_ext x D.
+template <typename T>
+void RowsProduct(const PaddedRows<T>& padded, int64_t kh, const T* kern, int64_t depth,
+                 T* out_ext) {
+  Eigen::Map<Mat<T>> out(out_ext, padded.rows_ext, depth);
+  const int64_t block = padded.kw * padded.channels;
+  for (int64_t j = 0; j < kh; ++j) {
+    Eigen::Map<const Mat<T>> kj(kern + j * block * depth, block, depth);
+    if (j == 0) {
+      out.noalias() = padded.Rows(j) * kj;
+    } else {
+      out.noalias() += padded.Rows(j) * kj;
+    }
+  }
+}
+
+// d kernel += G * S[n] and d scale[n, t, group, p] = sum over the group of G * K,
+// from G = d(loss)/d(scaled kernel of sample n), (T*C1 x C2).
+template <typename T>
+void KernelAndScaleGrads(const Geometry& g, const T* gk, const T* kernel, const T* scale,
+                         int64_t n, T* dk_local, T* ds) {
+  const int64_t gs = g.group_size();
+  for (int64_t t = 0; t < g.taps(); ++t) {
+    const T* st = scale + (n * g.taps() + t) * g.groups * g.c2;
+    T* dst = ds + (n * g.taps() + t) * g.groups * g.c2;
+    for (int64_t c = 0; c < g.c1; ++c) {
+      const int64_t row = t * g.c1 + c;
+      const T* srow = st + (c / gs) * g.c2;
+      T* dsrow = dst + (c / gs) * g.c2;
+      const T* grow = gk + row * g.c2;
+      const T* krow = kernel + row * g.c2;
+      T* dkrow = dk_local + row * g.c2;
+      for (int64_t p = 0; p < g.c2; ++p) {
+        dkrow[p] += grow[p] * srow[p];
+        dsrow[p] += grow[p] * krow[p];
+      }
+    }
+  }
+}
+
 class AwConvBase : public OpKernel {
  public:
   explicit AwConvBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -257,8 +360,8 @@ class AwConvBase : public OpKernel {
                   tensorflow::errors::InvalidArgument(
                       "AwConv: strides and dilations must be positive"));
     }
-    OP_REQUIRES(ctx, mode_ >= 0 && mode_ <= 3,
-                tensorflow::errors::InvalidArgument("AwConv: mode must be 0, 1, 2 or 3"));
+    OP_REQUIRES(ctx, mode_ >= 0 && mode_ <= 4,
+                tensorflow::errors::InvalidArgument("AwConv: mode must be 0 to 4"));
   }
 
  protected:
@@ -284,6 +387,19 @@ class AwConvForwardOp : public AwConvBase {
     T* y = out->flat<T>().data();
     const int64_t m = g.positions(), width = g.taps() * g.c1;
     const int mode = PickMode(g, mode_, true);
+    if (mode == kKernelScaledRows) {
+      ForEachChunk(ctx, g, 1, [&](int64_t n0, int64_t n1) {
+        PaddedRows<T> padded(g.ho, g.wo, g.kh, g.kw, g.c1);
+        std::vector<T> kern(width * g.c2), out_ext(padded.rows_ext * g.c2);
+        for (int64_t n = n0; n < n1; ++n) {
+          ScaledKernel(g, kernel, scale, n, kern.data());
+          padded.Fill(x + n * g.h * g.w * g.c1, g.h, g.w, g.pad_top, g.pad_left);
+          RowsProduct(padded, g.kh, kern.data(), g.c2, out_ext.data());
+          padded.CopyValid(out_ext.data(), g.ho, g.wo, g.c2, y + n * m * g.c2);
+        }
+      });
+      return;
+    }
     if (mode == kKernelScaledPerTap) {
       const int64_t gs = g.group_size();
       ForEachChunk(ctx, g, 1, [&](int64_t n0, int64_t n1) {
@@ -394,8 +510,43 @@ class AwConvBackwardOp : public AwConvBase {
       std::lock_guard<std::mutex> lock(dk_mutex);
       for (size_t i = 0; i < local.size(); ++i) dk[i] += local[i];
     };
-    const int64_t gs = g.group_size();
-    if (PickMode(g, mode_, false) != kOutputScaled) {
+    const int mode = PickMode(g, mode_, false);
+    if (mode == kKernelScaledRows) {
+      ForEachChunk(ctx, g, 1, [&](int64_t n0, int64_t n1) {
+        PaddedRows<T> padded(g.ho, g.wo, g.kh, g.kw, g.c1);      // x, for d kernel
+        PaddedRows<T> padded_grad(g.h, g.w, g.kh, g.kw, g.c2);   // grad, for d inputs
+        std::vector<T> kern(width * g.c2), flipped(width * g.c2), gk(width * g.c2),
+            grad_ext(padded.rows_ext * g.c2, T(0)), dx_ext(padded_grad.rows_ext * g.c1),
+            dk_local(width * g.c2, T(0));
+        Eigen::Map<const Mat<T>> gmat(grad_ext.data(), padded.rows_ext, g.c2);
+        const int64_t block = g.kw * g.c1;
+        for (int64_t n = n0; n < n1; ++n) {
+          ScaledKernel(g, kernel, scale, n, kern.data());
+          // flipped[(kh-1-j, kw-1-k), p, c] = kern[(j, k), c, p]
+          for (int64_t t = 0; t < g.taps(); ++t) {
+            Eigen::Map<Mat<T>>(flipped.data() + (g.taps() - 1 - t) * g.c1 * g.c2, g.c2, g.c1) =
+                Eigen::Map<const Mat<T>>(kern.data() + t * g.c1 * g.c2, g.c1, g.c2).transpose();
+          }
+          const T* gn = grad + n * m * g.c2;
+          padded.Fill(x + n * g.h * g.w * g.c1, g.h, g.w, g.pad_top, g.pad_left);
+          for (int64_t oy = 0; oy < g.ho; ++oy) {  // junk columns stay zero
+            std::copy(gn + oy * g.wo * g.c2, gn + (oy + 1) * g.wo * g.c2,
+                      grad_ext.data() + oy * padded.wp * g.c2);
+          }
+          for (int64_t j = 0; j < g.kh; ++j) {
+            Eigen::Map<Mat<T>>(gk.data() + j * block * g.c2, block, g.c2).noalias() =
+                padded.Rows(j).transpose() * gmat;
+          }
+          padded_grad.Fill(gn, g.ho, g.wo, g.kh - 1 - g.pad_top, g.kw - 1 - g.pad_left);
+          RowsProduct(padded_grad, g.kh, flipped.data(), g.c1, dx_ext.data());
+          padded_grad.CopyValid(dx_ext.data(), g.h, g.w, g.c1, dx + n * g.h * g.w * g.c1);
+          KernelAndScaleGrads(g, gk.data(), kernel, scale, n, dk_local.data(), ds);
+        }
+        add_dk(dk_local);
+      });
+      return;
+    }
+    if (mode != kOutputScaled) {
       const int64_t rows = std::min(m, RowBlock(g, sizeof(T)));
       ForEachChunk(ctx, g, 1, [&](int64_t n0, int64_t n1) {
         std::vector<T> kern(width * g.c2), col(rows * width), gk(width * g.c2),
@@ -415,23 +566,7 @@ class AwConvBackwardOp : public AwConvBase {
             Eigen::Map<Mat<T>>(col.data(), p1 - p0, width).noalias() = gblock * kmat.transpose();
             Col2ImAdd(g, col.data(), p0, p1, dxn);
           }
-          // d kernel += G * S[n];  d scale[n, t, group, p] = sum_c G * K.
-          for (int64_t t = 0; t < g.taps(); ++t) {
-            const T* st = scale + (n * g.taps() + t) * g.groups * g.c2;
-            T* dst = ds + (n * g.taps() + t) * g.groups * g.c2;
-            for (int64_t c = 0; c < g.c1; ++c) {
-              const int64_t row = t * g.c1 + c;
-              const T* srow = st + (c / gs) * g.c2;
-              T* dsrow = dst + (c / gs) * g.c2;
-              const T* grow = gk.data() + row * g.c2;
-              const T* krow = kernel + row * g.c2;
-              T* dkrow = dk_local.data() + row * g.c2;
-              for (int64_t p = 0; p < g.c2; ++p) {
-                dkrow[p] += grow[p] * srow[p];
-                dsrow[p] += grow[p] * krow[p];
-              }
-            }
-          }
+          KernelAndScaleGrads(g, gk.data(), kernel, scale, n, dk_local.data(), ds);
         }
         add_dk(dk_local);
       });
