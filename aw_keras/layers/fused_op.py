@@ -15,6 +15,9 @@ later uses load the cached library.
 - Without a compiler (or when the build fails) ``auto`` falls back to the
   builtin-op strategies; ``unavailable_reason()`` says why.
 
+Each TensorFlow worker thread keeps its scratch buffers (a padded sample, a block
+of rows: a few MiB at ResNet sizes, growing with the largest input seen) for reuse.
+
 The fused op is CPU-only, float32/float64 (others are computed in float32), has no
 XLA kernel and is not part of exported graphs: `implementation="auto"` never
 picks it under XLA, on a machine with a GPU, or while a graph is traced for
@@ -190,7 +193,10 @@ def aw_conv(inputs, kernel, scale, geometry, mode=0):
     """
     module = load()
     if module is None:
-        raise RuntimeError(f"the fused AWConv2D kernel is unavailable: {unavailable_reason()}")
+        raise RuntimeError(
+            f"implementation='fused' needs the fused AWConv2D kernel, which is unavailable "
+            f"here: {unavailable_reason()}. Use implementation='auto' (it falls back to "
+            f"builtin ops) or install a C++ compiler.")
     dtype = inputs.dtype
     cast = dtype not in (tf.float32, tf.float64)
     if cast:
