@@ -157,17 +157,52 @@ def test_exported_graphs_never_contain_the_fused_op(tmp_path):
         assert not aw_kernels.fused_allowed()
     from aw_keras.export import export_saved_model
 
-    path = export_saved_model(model, tmp_path / "served")
+    served = export_saved_model(model, tmp_path / "served")
+    with export_friendly_ops():
+        model.export(str(tmp_path / "keras_in_context"), verbose=False)
+    # Keras's model.export traces inside tf.saved_model.save's save context: clean too.
+    model.export(str(tmp_path / "keras_plain"), verbose=False)
+    paths = [str(served), str(tmp_path / "keras_in_context"), str(tmp_path / "keras_plain")]
     result = _run_python(f"""
         import tensorflow as tf  # without aw_keras: the op library is not loaded
-        loaded = tf.saved_model.load({str(path)!r})
-        fn = loaded.signatures["serving_default"]
-        names = {{op.type for op in fn.graph.get_operations()}}
-        for f in fn.graph.as_graph_def().library.function:
-            names |= {{node.op for node in f.node_def}}
-        print("FUSED" if "AwConvForward" in names else "CLEAN")
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        for path in {paths!r}:
+            proto = saved_model_pb2.SavedModel()
+            with open(path + "/saved_model.pb", "rb") as handle:
+                proto.ParseFromString(handle.read())
+            ops = set()
+            for meta in proto.meta_graphs:
+                ops |= {{node.op for node in meta.graph_def.node}}
+                for function in meta.graph_def.library.function:
+                    ops |= {{node.op for node in function.node_def}}
+            if "AwConvForward" in ops:
+                print("FUSED")
+            else:
+                tf.saved_model.load(path)  # loads without the custom op library
+                print("CLEAN")
         """, {"TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert "CLEAN" in result.stdout, result.stdout + result.stderr[-2000:]
+    assert result.stdout.split() == ["CLEAN"] * 3, result.stdout + result.stderr[-2000:]
+
+
+@needs_kernel
+def test_tflite_conversion_of_a_hand_traced_function_needs_the_export_context():
+    """TFLiteConverter.from_keras_model converts as is; a concrete function the user
+    traces himself holds the fused op unless traced inside export_friendly_ops()."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 32))
+    model = keras.Model(inputs, AWConv2D(8, 3, padding="same", name="aw")(inputs))
+    assert tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    spec = tf.TensorSpec((None, 6, 6, 32))
+
+    def trace():
+        return tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+
+    with pytest.raises(Exception, match="AwConvForward"):
+        tf.lite.TFLiteConverter.from_concrete_functions([trace()], model).convert()
+    with export_friendly_ops():
+        concrete = trace()
+    assert tf.lite.TFLiteConverter.from_concrete_functions([concrete], model).convert()
 
 
 def test_disabled_by_environment_falls_back_to_builtin_ops(tmp_path):
