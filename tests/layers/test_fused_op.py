@@ -245,3 +245,18 @@ def test_the_built_library_is_reused_from_the_cache():
         """, {})
     assert result.stdout.strip() == "True", result.stderr[-2000:]
     assert "building the fused" not in result.stderr
+
+
+def test_the_kernel_source_ships_with_the_package():
+    """A wheel must carry the C++ source, or installed copies could never build it."""
+    import configparser
+    import fnmatch
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    config = configparser.ConfigParser()
+    config.read(root / "setup.cfg")
+    patterns = config["options.package_data"]["aw_keras.layers"].split()
+    relative = fused_op.SOURCE.relative_to(root / "aw_keras" / "layers").as_posix()
+    assert fused_op.SOURCE.exists()
+    assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), patterns
