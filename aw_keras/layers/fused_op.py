@@ -186,10 +186,11 @@ def aw_conv(inputs, kernel, scale, geometry, mode=0):
     """``O[l] = conv(I[l], K * S[l])`` through the fused kernel (see aw_kernels).
 
     ``scale`` is the compact modulation (N, kh, kw, G1, C2). float32 and
-    float64 run natively; other dtypes are computed in float32 and cast back. ``mode`` picks a blocking for tests and
-    benchmarks (0: by shape; 1: kernel-scaled im2col; 2: output-scaled; 3:
-    kernel-scaled per tap; 4: kernel-scaled on padded rows). A mode that does not
-    apply to the geometry falls back to 1.
+    float64 run natively; other dtypes are computed in float32 and cast back.
+    ``mode`` picks a blocking for tests and benchmarks (0: by shape; 1:
+    kernel-scaled im2col; 2: output-scaled; 3: kernel-scaled per tap; 4:
+    kernel-scaled on padded rows). A mode that does not apply to the geometry
+    falls back to 1.
     """
     module = load()
     if module is None:
