@@ -30,6 +30,7 @@
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/util/determinism.h"
 
 namespace {
 
@@ -267,13 +268,22 @@ int64_t SampleChunk(OpKernelContext* ctx, const Geometry& g, int64_t element_siz
   return std::max<int64_t>(1, (g.n + chunks - 1) / chunks);
 }
 
+// Runs fn(n0, n1) over blocks of whole chunks of samples, in parallel on the
+// intra-op threads; fn gets each block once, so per-block state (a partial d
+// kernel) is set up and reduced once per block. With `sequential`, one block
+// on the calling thread (deterministic reductions).
 template <typename Fn>
-void ForEachChunk(OpKernelContext* ctx, const Geometry& g, int64_t chunk, Fn fn) {
+void ForEachBlock(OpKernelContext* ctx, const Geometry& g, int64_t chunk, bool sequential,
+                  Fn fn) {
+  if (sequential) {
+    fn(0, g.n);
+    return;
+  }
   const int64_t chunks = (g.n + chunk - 1) / chunk;
   auto* pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
   const int64_t cost = chunk * g.positions() * g.taps() * g.c1 * g.c2;
   pool->ParallelFor(chunks, cost, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) fn(i * chunk, std::min(g.n, (i + 1) * chunk));
+    fn(begin * chunk, std::min(g.n, end * chunk));
   });
 }
 
@@ -410,8 +420,9 @@ class AwConvForwardOp : public AwConvBase {
     T* y = out->flat<T>().data();
     const int64_t m = g.positions(), width = g.taps() * g.c1;
     const int mode = PickMode(g, mode_, true);
+    const bool sequential = false;  // no reduction across blocks: deterministic as is
     if (mode == kKernelScaledRows) {
-      ForEachChunk(ctx, g, 1, [&](int64_t n0, int64_t n1) {
+      ForEachBlock(ctx, g, 1, sequential, [&](int64_t n0, int64_t n1) {
         PaddedRows<T> padded(0, g.ho, g.wo, g.kh, g.kw, g.c1);
         T* kern = Scratch<T>(1, width * g.c2);
         T* out_ext = Scratch<T>(2, padded.rows_ext * g.c2);
@@ -426,7 +437,7 @@ class AwConvForwardOp : public AwConvBase {
     }
     if (mode == kKernelScaledPerTap) {
       const int64_t gs = g.group_size();
-      ForEachChunk(ctx, g, 1, [&](int64_t n0, int64_t n1) {
+      ForEachBlock(ctx, g, 1, sequential, [&](int64_t n0, int64_t n1) {
         T* kern = Scratch<T>(0, g.c1 * g.c2);
         T* window = Scratch<T>(1, m * g.c1);
         for (int64_t n = n0; n < n1; ++n) {
@@ -457,7 +468,7 @@ class AwConvForwardOp : public AwConvBase {
     }
     if (mode == kKernelScaled) {
       const int64_t rows = std::min(m, RowBlock(g, sizeof(T)));
-      ForEachChunk(ctx, g, 1, [&](int64_t n0, int64_t n1) {
+      ForEachBlock(ctx, g, 1, sequential, [&](int64_t n0, int64_t n1) {
         T* kern = Scratch<T>(0, width * g.c2);
         T* col = Scratch<T>(1, rows * width);
         for (int64_t n = n0; n < n1; ++n) {
@@ -475,27 +486,30 @@ class AwConvForwardOp : public AwConvBase {
       return;
     }
     const int64_t chunk = SampleChunk(ctx, g, sizeof(T));
-    ForEachChunk(ctx, g, chunk, [&](int64_t n0, int64_t n1) {
-      const int64_t r = (n1 - n0) * m;
-      T* window = Scratch<T>(0, r * g.c1);
-      T* product = Scratch<T>(1, r * g.c2);
-      for (int64_t j = 0; j < g.kh; ++j) {
-        for (int64_t k = 0; k < g.kw; ++k) {
-          const int64_t t = j * g.kw + k;
-          TapWindow(g, x, n0, n1, j, k, window);
-          Eigen::Map<Mat<T>>(product, r, g.c2).noalias() =
-              Eigen::Map<const Mat<T>>(window, r, g.c1) *
-              Eigen::Map<const Mat<T>>(kernel + t * g.c1 * g.c2, g.c1, g.c2);
-          for (int64_t n = n0; n < n1; ++n) {
-            const T* st = scale + (n * g.taps() + t) * g.c2;
-            for (int64_t pos = 0; pos < m; ++pos) {
-              const int64_t row = (n - n0) * m + pos;
-              const T* src = product + row * g.c2;
-              T* dst = y + (n * m + pos) * g.c2;
-              if (t == 0) {  // the first tap writes, the others accumulate
-                for (int64_t p = 0; p < g.c2; ++p) dst[p] = src[p] * st[p];
-              } else {
-                for (int64_t p = 0; p < g.c2; ++p) dst[p] += src[p] * st[p];
+    ForEachBlock(ctx, g, chunk, sequential, [&](int64_t b0, int64_t b1) {
+      T* window = Scratch<T>(0, chunk * m * g.c1);
+      T* product = Scratch<T>(1, chunk * m * g.c2);
+      for (int64_t n0 = b0; n0 < b1; n0 += chunk) {
+        const int64_t n1 = std::min(b1, n0 + chunk);
+        const int64_t r = (n1 - n0) * m;
+        for (int64_t j = 0; j < g.kh; ++j) {
+          for (int64_t k = 0; k < g.kw; ++k) {
+            const int64_t t = j * g.kw + k;
+            TapWindow(g, x, n0, n1, j, k, window);
+            Eigen::Map<Mat<T>>(product, r, g.c2).noalias() =
+                Eigen::Map<const Mat<T>>(window, r, g.c1) *
+                Eigen::Map<const Mat<T>>(kernel + t * g.c1 * g.c2, g.c1, g.c2);
+            for (int64_t n = n0; n < n1; ++n) {
+              const T* st = scale + (n * g.taps() + t) * g.c2;
+              for (int64_t pos = 0; pos < m; ++pos) {
+                const int64_t row = (n - n0) * m + pos;
+                const T* src = product + row * g.c2;
+                T* dst = y + (n * m + pos) * g.c2;
+                if (t == 0) {  // the first tap writes, the others accumulate
+                  for (int64_t p = 0; p < g.c2; ++p) dst[p] = src[p] * st[p];
+                } else {
+                  for (int64_t p = 0; p < g.c2; ++p) dst[p] += src[p] * st[p];
+                }
               }
             }
           }
@@ -540,8 +554,10 @@ class AwConvBackwardOp : public AwConvBase {
       for (int64_t i = 0; i < kernel_size; ++i) dk[i] += local[i];
     };
     const int mode = PickMode(g, mode_, false);
+    // d kernel sums over samples: in a fixed order when op determinism is on.
+    const bool sequential = tsl::OpDeterminismRequired();
     if (mode == kKernelScaledRows) {
-      ForEachChunk(ctx, g, 1, [&](int64_t n0, int64_t n1) {
+      ForEachBlock(ctx, g, 1, sequential, [&](int64_t n0, int64_t n1) {
         PaddedRows<T> padded(0, g.ho, g.wo, g.kh, g.kw, g.c1);      // x, for d kernel
         PaddedRows<T> padded_grad(1, g.h, g.w, g.kh, g.kw, g.c2);   // grad, for d inputs
         T* kern = Scratch<T>(2, kernel_size);
@@ -584,7 +600,7 @@ class AwConvBackwardOp : public AwConvBase {
     }
     if (mode != kOutputScaled) {
       const int64_t rows = std::min(m, RowBlock(g, sizeof(T)));
-      ForEachChunk(ctx, g, 1, [&](int64_t n0, int64_t n1) {
+      ForEachBlock(ctx, g, 1, sequential, [&](int64_t n0, int64_t n1) {
         T* kern = Scratch<T>(0, kernel_size);
         T* col = Scratch<T>(1, rows * width);
         T* gk = Scratch<T>(2, kernel_size);
@@ -611,39 +627,42 @@ class AwConvBackwardOp : public AwConvBase {
       return;
     }
     const int64_t chunk = SampleChunk(ctx, g, sizeof(T));
-    ForEachChunk(ctx, g, chunk, [&](int64_t n0, int64_t n1) {
-      const int64_t r = (n1 - n0) * m;
-      T* window = Scratch<T>(0, r * g.c1);
-      T* scaled = Scratch<T>(1, r * g.c2);
-      T* product = Scratch<T>(2, r * g.c2);
+    ForEachBlock(ctx, g, chunk, sequential, [&](int64_t b0, int64_t b1) {
+      T* window = Scratch<T>(0, chunk * m * g.c1);
+      T* scaled = Scratch<T>(1, chunk * m * g.c2);
+      T* product = Scratch<T>(2, chunk * m * g.c2);
       T* dk_local = ZeroedScratch<T>(8, kernel_size);
-      for (int64_t j = 0; j < g.kh; ++j) {
-        for (int64_t k = 0; k < g.kw; ++k) {
-          const int64_t t = j * g.kw + k;
-          Eigen::Map<const Mat<T>> kt(kernel + t * g.c1 * g.c2, g.c1, g.c2);
-          TapWindow(g, x, n0, n1, j, k, window);
-          Eigen::Map<const Mat<T>> wmat(window, r, g.c1);
-          // The tap's product, for d scale: sum over positions of grad * (window @ K_t).
-          Eigen::Map<Mat<T>>(product, r, g.c2).noalias() = wmat * kt;
-          for (int64_t n = n0; n < n1; ++n) {
-            const T* st = scale + (n * g.taps() + t) * g.c2;
-            T* dst = ds + (n * g.taps() + t) * g.c2;
-            for (int64_t pos = 0; pos < m; ++pos) {
-              const int64_t row = (n - n0) * m + pos;
-              const T* grow = grad + (n * m + pos) * g.c2;
-              const T* prow = product + row * g.c2;
-              T* srow = scaled + row * g.c2;
-              for (int64_t p = 0; p < g.c2; ++p) {
-                dst[p] += grow[p] * prow[p];
-                srow[p] = grow[p] * st[p];
+      for (int64_t n0 = b0; n0 < b1; n0 += chunk) {
+        const int64_t n1 = std::min(b1, n0 + chunk);
+        const int64_t r = (n1 - n0) * m;
+        for (int64_t j = 0; j < g.kh; ++j) {
+          for (int64_t k = 0; k < g.kw; ++k) {
+            const int64_t t = j * g.kw + k;
+            Eigen::Map<const Mat<T>> kt(kernel + t * g.c1 * g.c2, g.c1, g.c2);
+            TapWindow(g, x, n0, n1, j, k, window);
+            Eigen::Map<const Mat<T>> wmat(window, r, g.c1);
+            // The tap's product, for d scale: sum over positions of grad * (window @ K_t).
+            Eigen::Map<Mat<T>>(product, r, g.c2).noalias() = wmat * kt;
+            for (int64_t n = n0; n < n1; ++n) {
+              const T* st = scale + (n * g.taps() + t) * g.c2;
+              T* dst = ds + (n * g.taps() + t) * g.c2;
+              for (int64_t pos = 0; pos < m; ++pos) {
+                const int64_t row = (n - n0) * m + pos;
+                const T* grow = grad + (n * m + pos) * g.c2;
+                const T* prow = product + row * g.c2;
+                T* srow = scaled + row * g.c2;
+                for (int64_t p = 0; p < g.c2; ++p) {
+                  dst[p] += grow[p] * prow[p];
+                  srow[p] = grow[p] * st[p];
+                }
               }
             }
+            Eigen::Map<const Mat<T>> smat(scaled, r, g.c2);
+            Eigen::Map<Mat<T>>(dk_local + t * g.c1 * g.c2, g.c1, g.c2).noalias() +=
+                wmat.transpose() * smat;
+            Eigen::Map<Mat<T>>(window, r, g.c1).noalias() = smat * kt.transpose();
+            TapWindowAdd(g, window, n0, n1, j, k, dx);
           }
-          Eigen::Map<const Mat<T>> smat(scaled, r, g.c2);
-          Eigen::Map<Mat<T>>(dk_local + t * g.c1 * g.c2, g.c1, g.c2).noalias() +=
-              wmat.transpose() * smat;
-          Eigen::Map<Mat<T>>(window, r, g.c1).noalias() = smat * kt.transpose();
-          TapWindowAdd(g, window, n0, n1, j, k, dx);
         }
       }
       add_dk(dk_local);
