@@ -25,7 +25,12 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -76,6 +81,7 @@ enum Mode {
   kOutputScaled = 2,
   kKernelScaledPerTap = 3,
   kKernelScaledRows = 4,
+  kDirect = 5,
 };
 
 struct Geometry {
@@ -93,12 +99,14 @@ struct Geometry {
 // C1 >= 2*Ho*Wo (7x7x512); below that kernel-scaled: forward per tap for deep
 // inputs (C1 >= 128: 28x28x128, 14x14x256), else on padded rows for unit strides
 // and dilations (56x56x64; also the backward pass up to C1 = 128), else im2col.
-int PickMode(const Geometry& g, int requested, bool forward) {
+int PickMode(const Geometry& g, int requested, bool forward, bool direct_ok) {
   if (requested == kOutputScaled && g.groups != 1) return kKernelScaled;
   if (requested == kKernelScaledRows && !g.unit_steps()) return kKernelScaled;
   if (requested == kKernelScaledPerTap && !forward) return kKernelScaled;
+  if (requested == kDirect && !(forward && direct_ok)) return kKernelScaled;
   if (requested != kAuto) return requested;
   if (g.groups == 1 && g.c1 >= 2 * g.positions()) return kOutputScaled;
+  if (forward && direct_ok) return kDirect;
   if (forward && g.c1 >= 128) return kKernelScaledPerTap;
   if (g.unit_steps() && g.c1 <= 128) return kKernelScaledRows;
   return kKernelScaled;
@@ -378,6 +386,121 @@ void KernelAndScaleGrads(const Geometry& g, const T* gk, const T* kernel, const 
   }
 }
 
+// Direct blocking (float32 with AVX-512, unit strides and dilations, C2 a
+// multiple of 32): a register-tiled kernel of up to 14 output positions x 32
+// output channels reads its inputs straight from the padded sample (no im2col,
+// no packing of the input) and one tap's scaled kernel slice (C1 x 32, packed
+// per sample), accumulating the taps in the output tile.
+constexpr int kDirectRows = 14;
+constexpr int kDirectCols = 32;
+#ifndef AW_DIRECT_DEPTH
+#define AW_DIRECT_DEPTH 128
+#endif
+constexpr int64_t kDirectDepth = AW_DIRECT_DEPTH;  // kernel rows per L1-resident slice
+
+#if defined(__AVX512F__)
+template <int R>
+void DirectTile(const float* a, int64_t a_stride, int64_t depth, const float* b, float* c,
+                int64_t c_stride, bool accumulate) {
+  __m512 acc0[R], acc1[R];
+  for (int r = 0; r < R; ++r) {
+    acc0[r] = accumulate ? _mm512_loadu_ps(c + r * c_stride) : _mm512_setzero_ps();
+    acc1[r] = accumulate ? _mm512_loadu_ps(c + r * c_stride + 16) : _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < depth; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(b + k * kDirectCols);
+    const __m512 b1 = _mm512_loadu_ps(b + k * kDirectCols + 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m512 v = _mm512_set1_ps(a[r * a_stride + k]);
+      acc0[r] = _mm512_fmadd_ps(v, b0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(v, b1, acc1[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm512_storeu_ps(c + r * c_stride, acc0[r]);
+    _mm512_storeu_ps(c + r * c_stride + 16, acc1[r]);
+  }
+}
+
+template <int... Rs>
+struct DirectDispatch;
+
+template <>
+struct DirectDispatch<> {
+  static void Run(int, const float*, int64_t, int64_t, const float*, float*, int64_t, bool) {}
+};
+
+template <int R, int... Rs>
+struct DirectDispatch<R, Rs...> {
+  static void Run(int rows, const float* a, int64_t a_stride, int64_t depth, const float* b,
+                  float* c, int64_t c_stride, bool accumulate) {
+    if (rows == R) {
+      DirectTile<R>(a, a_stride, depth, b, c, c_stride, accumulate);
+    } else {
+      DirectDispatch<Rs...>::Run(rows, a, a_stride, depth, b, c, c_stride, accumulate);
+    }
+  }
+};
+
+inline void DirectTileRows(int rows, const float* a, int64_t a_stride, int64_t depth,
+                           const float* b, float* c, int64_t c_stride, bool accumulate) {
+  DirectDispatch<14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1>::Run(
+      rows, a, a_stride, depth, b, c, c_stride, accumulate);
+}
+constexpr bool kDirectBuilt = true;
+#else
+inline void DirectTileRows(int, const float*, int64_t, int64_t, const float*, float*, int64_t,
+                           bool) {}
+constexpr bool kDirectBuilt = false;
+#endif
+
+template <typename T>
+bool DirectApplies(const Geometry& g) {
+  return kDirectBuilt && std::is_same<T, float>::value && g.unit_steps() &&
+         g.c2 % kDirectCols == 0;
+}
+
+// The direct forward pass of sample n (see DirectTile).
+inline void DirectSample(const Geometry& g, const float* xn, const float* kernel,
+                         const float* scale, int64_t n, float* yn) {
+  PaddedRows<float> padded(0, g.ho, g.wo, g.kh, g.kw, g.c1);
+  padded.Fill(xn, g.h, g.w, g.pad_top, g.pad_left);
+  const int64_t panels = g.c2 / kDirectCols, gs = g.group_size();
+  float* packed = Scratch<float>(1, g.c1 * g.c2);
+  for (int64_t t = 0; t < g.taps(); ++t) {
+    // One tap at a time (C1 x C2 stays in L2; the whole scaled kernel would not):
+    // packed[panel][c][32] = K[t, c, panel*32 + q] * S[n, t, c / gs, panel*32 + q]
+    const float* st = scale + (n * g.taps() + t) * g.groups * g.c2;
+    for (int64_t c = 0; c < g.c1; ++c) {
+      const float* krow = kernel + (t * g.c1 + c) * g.c2;
+      const float* srow = st + (c / gs) * g.c2;
+      for (int64_t panel = 0; panel < panels; ++panel) {
+        float* dst = packed + (panel * g.c1 + c) * kDirectCols;
+        const int64_t p0 = panel * kDirectCols;
+        for (int q = 0; q < kDirectCols; ++q) dst[q] = krow[p0 + q] * srow[p0 + q];
+      }
+    }
+    const int64_t j = t / g.kw, k = t % g.kw;
+    // A (depth-block x 32) kernel slice stays in L1 while every output tile uses it.
+    for (int64_t panel = 0; panel < panels; ++panel) {
+      for (int64_t d0 = 0; d0 < g.c1; d0 += kDirectDepth) {
+        const int64_t depth = std::min<int64_t>(kDirectDepth, g.c1 - d0);
+        const float* b = packed + (panel * g.c1 + d0) * kDirectCols;
+        const bool accumulate = t > 0 || d0 > 0;
+        for (int64_t oy = 0; oy < g.ho; ++oy) {
+          for (int64_t ox = 0; ox < g.wo; ox += kDirectRows) {
+            const int rows = static_cast<int>(std::min<int64_t>(kDirectRows, g.wo - ox));
+            const float* a = padded.data + ((oy + j) * padded.wp + ox + k) * g.c1 + d0;
+            float* c = yn + (oy * g.wo + ox) * g.c2 + panel * kDirectCols;
+            DirectTileRows(rows, a, g.c1, depth, b, c, g.c2, accumulate);
+          }
+        }
+      }
+    }
+  }
+}
+
 class AwConvBase : public OpKernel {
  public:
   explicit AwConvBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -393,8 +516,8 @@ class AwConvBase : public OpKernel {
                   tensorflow::errors::InvalidArgument(
                       "AwConv: strides and dilations must be positive"));
     }
-    OP_REQUIRES(ctx, mode_ >= 0 && mode_ <= 4,
-                tensorflow::errors::InvalidArgument("AwConv: mode must be 0 to 4"));
+    OP_REQUIRES(ctx, mode_ >= 0 && mode_ <= 5,
+                tensorflow::errors::InvalidArgument("AwConv: mode must be 0 to 5"));
   }
 
  protected:
@@ -419,8 +542,19 @@ class AwConvForwardOp : public AwConvBase {
     const T* scale = ctx->input(2).flat<T>().data();
     T* y = out->flat<T>().data();
     const int64_t m = g.positions(), width = g.taps() * g.c1;
-    const int mode = PickMode(g, mode_, true);
+    const int mode = PickMode(g, mode_, true, DirectApplies<T>(g));
     const bool sequential = false;  // no reduction across blocks: deterministic as is
+    if (mode == kDirect) {
+      ForEachBlock(ctx, g, 1, sequential, [&](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n) {
+          DirectSample(g, reinterpret_cast<const float*>(x) + n * g.h * g.w * g.c1,
+                       reinterpret_cast<const float*>(kernel),
+                       reinterpret_cast<const float*>(scale), n,
+                       reinterpret_cast<float*>(y) + n * m * g.c2);
+        }
+      });
+      return;
+    }
     if (mode == kKernelScaledRows) {
       ForEachBlock(ctx, g, 1, sequential, [&](int64_t n0, int64_t n1) {
         PaddedRows<T> padded(0, g.ho, g.wo, g.kh, g.kw, g.c1);
@@ -553,7 +687,7 @@ class AwConvBackwardOp : public AwConvBase {
       std::lock_guard<std::mutex> lock(dk_mutex);
       for (int64_t i = 0; i < kernel_size; ++i) dk[i] += local[i];
     };
-    const int mode = PickMode(g, mode_, false);
+    const int mode = PickMode(g, mode_, false, false);
     // d kernel sums over samples: in a fixed order when op determinism is on.
     const bool sequential = tsl::OpDeterminismRequired();
     if (mode == kKernelScaledRows) {
