@@ -394,9 +394,8 @@ def choose_strategy(input_shape, kernel_shape, geometry, training=False, xla=Fal
     N*kh*kw*Ho*Wo*C2: per-sample convs win when the output has many more positions
     than the kernel has input channels. With ``fused=True`` (the fused kernel is
     allowed, see `fused_allowed`) it is used for every k x k training step and
-    for inference, except where ``per_sample`` would be picked for a static
-    batch (oneDNN's per-sample convs were as fast or faster there: 56x56x64,
-    28x28x128). Under XLA, training through
+    for inference, except ``per_sample`` for a static batch where the output has
+    at least 8 positions per input channel (56x56x64). Under XLA, training through
     ``per_sample``'s ``tf.map_fn`` was measured 36-40x slower than the plain conv,
     so XLA training uses ``matmul`` there (1.6-1.8x the XLA conv) and ``taps``
     where the kernel is much deeper than the output is large (1.1-1.2x).
@@ -420,6 +419,11 @@ def choose_strategy(input_shape, kernel_shape, geometry, training=False, xla=Fal
     if training and xla:
         return "taps" if channels_in >= 2 * oh * ow else "matmul"
     per_sample_wins = 4 * channels_in <= oh * ow
-    if fused and (training or not per_sample_wins or input_shape[0] is None):
-        return "fused"
+    if fused:
+        # Inference: oneDNN's per-sample convs still edge out the fused kernel
+        # plus its attention branch where the output is much larger than the
+        # kernel is deep (56x56x64: 1.28x vs 1.34x); not at 28x28x128 (1.29x vs 1.20x).
+        if training or input_shape[0] is None or 8 * channels_in > oh * ow:
+            return "fused"
+        return "per_sample"
     return "per_sample" if per_sample_wins else "taps"

@@ -208,9 +208,12 @@ def test_auto_uses_the_fused_kernel_where_allowed():
     deep.build((None, 14, 14, 256))
     pointwise = AWConv2D(256, 1)
     pointwise.build((None, 14, 14, 256))
-    # Inference: fused except where per_sample wins for a static batch.
+    # Inference: fused except per_sample for a static batch and a large output.
     assert deep.resolved_implementation((None, 14, 14, 256), fused=True) == "fused"
     assert early.resolved_implementation((16, 56, 56, 64), fused=True) == "per_sample"
+    middle = AWConv2D(128, 3, padding="same")
+    middle.build((None, 28, 28, 128))
+    assert middle.resolved_implementation((16, 28, 28, 128), fused=True) == "fused"
     assert early.resolved_implementation((None, 56, 56, 64), fused=True) == "fused"  # not map_fn
     # Training: fused for every k x k kernel; 1x1 stays a plain conv + scale.
     assert early.resolved_implementation((None, 56, 56, 64), training=True, fused=True) == "fused"
