@@ -30,7 +30,7 @@ Example:
 True
 """
 
-import fcntl
+import contextlib
 import hashlib
 import logging
 import os
@@ -121,6 +121,24 @@ def _compile(target):
     return error
 
 
+@contextlib.contextmanager
+def _build_lock(directory):
+    """One build per cache directory at a time (test workers start together).
+    Without fcntl (not POSIX) builds may overlap; each writes its own temporary
+    file and renames it atomically, so that is only wasted work."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(directory / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _build_and_load():
     if disabled():
         return None, f"disabled by {DISABLE_ENV}={os.environ.get(DISABLE_ENV)!r}"
@@ -132,17 +150,13 @@ def _build_and_load():
     except OSError as exc:
         return None, f"cannot create the cache directory {directory}: {exc}"
     target = directory / f"aw_conv_op-{_library_key()}.so"
-    with open(directory / "build.lock", "w") as lock:  # one build per machine at a time
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not target.exists():
-                logger.warning("aw_keras: building the fused AWConv2D CPU kernel once for "
-                               "this machine (about 20 s); cached in %s", directory)
-                error = _compile(target)
-                if error is not None:
-                    return None, error
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with _build_lock(directory):
+        if not target.exists():
+            logger.warning("aw_keras: building the fused AWConv2D CPU kernel once for "
+                           "this machine (about 20 s); cached in %s", directory)
+            error = _compile(target)
+            if error is not None:
+                return None, error
     try:
         module = tf.load_op_library(str(target))
     except (tf.errors.NotFoundError, OSError) as exc:
