@@ -36,6 +36,7 @@ TensorShape([2, 8, 8, 6])
 import collections
 import contextlib
 import contextvars
+import functools
 
 import tensorflow as tf
 
@@ -365,13 +366,9 @@ def in_save_context():
     return save_context.in_save_context()
 
 
-_GPU_VISIBLE = []
-
-
+@functools.lru_cache(maxsize=None)
 def _gpu_visible():
-    if not _GPU_VISIBLE:
-        _GPU_VISIBLE.append(bool(tf.config.list_logical_devices("GPU")))
-    return _GPU_VISIBLE[0]
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def fused_allowed(dtype=tf.float32, xla=False):

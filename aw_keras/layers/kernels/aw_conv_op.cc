@@ -70,10 +70,7 @@ T* ZeroedScratch(int slot, int64_t count) {
   return buffer;
 }
 
-#ifndef AW_BLOCK_BYTES
-#define AW_BLOCK_BYTES (1 << 20)
-#endif
-constexpr int64_t kBlockBytes = AW_BLOCK_BYTES;  // target size of one im2col / product block
+constexpr int64_t kBlockBytes = 1 << 20;  // target size of one im2col / product block
 
 enum Mode {
   kAuto = 0,
@@ -162,13 +159,29 @@ tensorflow::Status ReadGeometry(OpKernelContext* ctx, const std::vector<int32_t>
 // Input row of sample image `xn` read by tap (j, k) at output position `pos`, or
 // nullptr inside the zero padding.
 template <typename T>
-inline T* TapSource(const Geometry& g, T* xn, int64_t pos, int64_t j,
-                        int64_t k) {
+inline T* TapSource(const Geometry& g, T* xn, int64_t pos, int64_t j, int64_t k) {
   const int64_t oy = pos / g.wo, ox = pos % g.wo;
   const int64_t iy = oy * g.sh + j * g.dh - g.pad_top;
   const int64_t ix = ox * g.sw + k * g.dw - g.pad_left;
   if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) return nullptr;
   return xn + (iy * g.w + ix) * g.c1;
+}
+
+// C1 input values of one tap into `dst` (zeros where `src` is padding).
+template <typename T>
+inline void CopyTap(const T* src, int64_t channels, T* dst) {
+  if (src == nullptr) {
+    std::fill(dst, dst + channels, T(0));
+  } else {
+    std::copy(src, src + channels, dst);
+  }
+}
+
+// Adds C1 gradient values of one tap onto `dst` (nothing where it is padding).
+template <typename T>
+inline void AddTap(const T* src, int64_t channels, T* dst) {
+  if (dst == nullptr) return;
+  for (int64_t c = 0; c < channels; ++c) dst[c] += src[c];
 }
 
 // im2col of output positions [p0, p1) of one sample: (p1 - p0) x (T * C1).
@@ -179,13 +192,7 @@ void Im2Col(const Geometry& g, const T* xn, int64_t p0, int64_t p1, T* col) {
     T* row = col + (pos - p0) * width;
     for (int64_t j = 0; j < g.kh; ++j) {
       for (int64_t k = 0; k < g.kw; ++k) {
-        T* dst = row + (j * g.kw + k) * g.c1;
-        const T* src = TapSource(g, xn, pos, j, k);
-        if (src == nullptr) {
-          std::fill(dst, dst + g.c1, 0.f);
-        } else {
-          std::copy(src, src + g.c1, dst);
-        }
+        CopyTap(TapSource(g, xn, pos, j, k), g.c1, row + (j * g.kw + k) * g.c1);
       }
     }
   }
@@ -199,10 +206,7 @@ void Col2ImAdd(const Geometry& g, const T* col, int64_t p0, int64_t p1, T* dxn) 
     const T* row = col + (pos - p0) * width;
     for (int64_t j = 0; j < g.kh; ++j) {
       for (int64_t k = 0; k < g.kw; ++k) {
-        T* dst = const_cast<T*>(TapSource(g, dxn, pos, j, k));
-        if (dst == nullptr) continue;
-        const T* src = row + (j * g.kw + k) * g.c1;
-        for (int64_t c = 0; c < g.c1; ++c) dst[c] += src[c];
+        AddTap(row + (j * g.kw + k) * g.c1, g.c1, TapSource(g, dxn, pos, j, k));
       }
     }
   }
@@ -216,13 +220,7 @@ void TapWindow(const Geometry& g, const T* x, int64_t n0, int64_t n1, int64_t j,
   for (int64_t n = n0; n < n1; ++n) {
     const T* xn = x + n * g.h * g.w * g.c1;
     for (int64_t pos = 0; pos < m; ++pos) {
-      T* dst = window + ((n - n0) * m + pos) * g.c1;
-      const T* src = TapSource(g, xn, pos, j, k);
-      if (src == nullptr) {
-        std::fill(dst, dst + g.c1, 0.f);
-      } else {
-        std::copy(src, src + g.c1, dst);
-      }
+      CopyTap(TapSource(g, xn, pos, j, k), g.c1, window + ((n - n0) * m + pos) * g.c1);
     }
   }
 }
@@ -234,28 +232,30 @@ void TapWindowAdd(const Geometry& g, const T* window, int64_t n0, int64_t n1,
   for (int64_t n = n0; n < n1; ++n) {
     T* dxn = dx + n * g.h * g.w * g.c1;
     for (int64_t pos = 0; pos < m; ++pos) {
-      T* dst = const_cast<T*>(TapSource(g, dxn, pos, j, k));
-      if (dst == nullptr) continue;
-      const T* src = window + ((n - n0) * m + pos) * g.c1;
-      for (int64_t c = 0; c < g.c1; ++c) dst[c] += src[c];
+      AddTap(window + ((n - n0) * m + pos) * g.c1, g.c1, TapSource(g, dxn, pos, j, k));
     }
   }
 }
 
 // Scaled kernel of sample n: row t*C1 + c is K[t, c, :] * scale[n, t, c / gs, :].
+// Scaled kernel slice of tap t for sample n (C1 x C2): K[t, c, :] * scale[n, t, c / gs, :].
 template <typename T>
-void ScaledKernel(const Geometry& g, const T* kernel, const T* scale, int64_t n,
-                  T* out) {
+void ScaledTap(const Geometry& g, const T* kernel, const T* scale, int64_t n, int64_t t,
+               T* out) {
   const int64_t gs = g.group_size();
-  for (int64_t t = 0; t < g.taps(); ++t) {
-    const T* st = scale + (n * g.taps() + t) * g.groups * g.c2;
-    for (int64_t c = 0; c < g.c1; ++c) {
-      const T* srow = st + (c / gs) * g.c2;
-      const T* krow = kernel + (t * g.c1 + c) * g.c2;
-      T* drow = out + (t * g.c1 + c) * g.c2;
-      for (int64_t p = 0; p < g.c2; ++p) drow[p] = krow[p] * srow[p];
-    }
+  const T* st = scale + (n * g.taps() + t) * g.groups * g.c2;
+  for (int64_t c = 0; c < g.c1; ++c) {
+    const T* srow = st + (c / gs) * g.c2;
+    const T* krow = kernel + (t * g.c1 + c) * g.c2;
+    T* drow = out + c * g.c2;
+    for (int64_t p = 0; p < g.c2; ++p) drow[p] = krow[p] * srow[p];
   }
+}
+
+// Scaled kernel of sample n (T*C1 x C2): every tap's slice, in tap order.
+template <typename T>
+void ScaledKernel(const Geometry& g, const T* kernel, const T* scale, int64_t n, T* out) {
+  for (int64_t t = 0; t < g.taps(); ++t) ScaledTap(g, kernel, scale, n, t, out + t * g.c1 * g.c2);
 }
 
 int64_t RowBlock(const Geometry& g, int64_t element_size) {
@@ -393,10 +393,7 @@ void KernelAndScaleGrads(const Geometry& g, const T* gk, const T* kernel, const 
 // per sample), accumulating the taps in the output tile.
 constexpr int kDirectRows = 14;
 constexpr int kDirectCols = 32;
-#ifndef AW_DIRECT_DEPTH
-#define AW_DIRECT_DEPTH 128
-#endif
-constexpr int64_t kDirectDepth = AW_DIRECT_DEPTH;  // kernel rows per L1-resident slice
+constexpr int64_t kDirectDepth = 128;  // kernel rows per L1-resident slice
 
 #if defined(__AVX512F__)
 template <int R>
@@ -570,7 +567,6 @@ class AwConvForwardOp : public AwConvBase {
       return;
     }
     if (mode == kKernelScaledPerTap) {
-      const int64_t gs = g.group_size();
       ForEachBlock(ctx, g, 1, sequential, [&](int64_t n0, int64_t n1) {
         T* kern = Scratch<T>(0, g.c1 * g.c2);
         T* window = Scratch<T>(1, m * g.c1);
@@ -579,13 +575,7 @@ class AwConvForwardOp : public AwConvBase {
           for (int64_t j = 0; j < g.kh; ++j) {
             for (int64_t k = 0; k < g.kw; ++k) {
               const int64_t t = j * g.kw + k;
-              const T* st = scale + (n * g.taps() + t) * g.groups * g.c2;
-              for (int64_t c = 0; c < g.c1; ++c) {
-                const T* srow = st + (c / gs) * g.c2;
-                const T* krow = kernel + (t * g.c1 + c) * g.c2;
-                T* drow = kern + c * g.c2;
-                for (int64_t p = 0; p < g.c2; ++p) drow[p] = krow[p] * srow[p];
-              }
+              ScaledTap(g, kernel, scale, n, t, kern);
               TapWindow(g, x, n, n + 1, j, k, window);
               Eigen::Map<const Mat<T>> wmat(window, m, g.c1);
               Eigen::Map<const Mat<T>> kmat(kern, g.c1, g.c2);
