@@ -212,6 +212,18 @@ class AWConv2D(keras.layers.Layer):
                 "The channel dimension of `inputs` to AWConv2D must be known, received "
                 f"shape {tuple(input_shape)}."
             )
+        if self.padding == "valid":
+            for axis, size, kernel, dilation in zip(
+                ("height", "width"), input_shape[1:3], self.kernel_size, self.dilation_rate
+            ):
+                extent = (kernel - 1) * dilation + 1
+                if size is not None and size < extent:
+                    raise ValueError(
+                        f"The input {axis} {size} of AWConv2D {self.name!r} is smaller than its "
+                        f"kernel's extent {extent} (kernel_size={self.kernel_size}, "
+                        f"dilation_rate={self.dilation_rate}) under padding='valid', received "
+                        f"input shape {tuple(input_shape)}. Use padding='same' or a larger input."
+                    )
         self.input_channels = int(channels_in)
         r_c1 = self.input_channel_reduction
         if r_c1 is None:

@@ -109,6 +109,7 @@ class CBAM(keras.layers.Layer):
             bias_initializer=self.bias_initializer,
             kernel_regularizer=self.kernel_regularizer,
             bias_regularizer=self.bias_regularizer,
+            dtype=self.dtype_policy,
         )
         shape = [None, 1, 1, 1]
         shape[self.channel_axis] = channels
@@ -128,13 +129,15 @@ class CBAM(keras.layers.Layer):
                 data_format=self.data_format,
                 kernel_initializer=self.kernel_initializer,
                 kernel_regularizer=self.kernel_regularizer,
+                dtype=self.dtype_policy,
                 name="spatial_conv",
             )
             self.spatial_conv.build(tuple(spatial_shape))
             spatial_shape[self.channel_axis] = 1
             # Momentum/epsilon of PyTorch's BatchNorm2d(momentum=0.01, eps=1e-5).
             self.spatial_bn = keras.layers.BatchNormalization(
-                axis=self.channel_axis, momentum=0.99, epsilon=1e-5, name="spatial_bn"
+                axis=self.channel_axis, momentum=0.99, epsilon=1e-5, dtype=self.dtype_policy,
+                name="spatial_bn",
             )
             self.spatial_bn.build(tuple(spatial_shape))
 

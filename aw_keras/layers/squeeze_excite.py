@@ -107,6 +107,7 @@ class SqueezeExcite(keras.layers.Layer):
             bias_initializer=self.bias_initializer,
             kernel_regularizer=self.kernel_regularizer,
             bias_regularizer=self.bias_regularizer,
+            dtype=self.dtype_policy,
         )
         pooled_shape = [None, 1, 1, 1]
         pooled_shape[self.channel_axis] = channels

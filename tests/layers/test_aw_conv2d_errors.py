@@ -78,3 +78,19 @@ def test_setting_an_unknown_implementation_later():
     layer = AWConv2D(8, 3)
     with pytest.raises(ValueError, match="`implementation` must be one of"):
         layer.implementation = "grouped"
+
+
+@pytest.mark.parametrize("kwargs, input_shape, axis", [
+    ({"kernel_size": 3}, (1, 2, 8, 4), "height 2"),
+    ({"kernel_size": (1, 3), "dilation_rate": 2}, (1, 8, 4, 4), "width 4"),
+])
+def test_valid_padding_input_smaller_than_the_kernel(kwargs, input_shape, axis):
+    layer = AWConv2D(4, padding="valid", **kwargs)
+    with pytest.raises(ValueError, match=f"input {axis} of AWConv2D .* smaller than its kernel"):
+        layer(np.zeros(input_shape, "float32"))
+    # A symbolic input of that size fails at the same place, with the same message.
+    with pytest.raises(ValueError, match="smaller than its kernel"):
+        AWConv2D(4, padding="valid", **kwargs)(keras.Input(input_shape[1:]))
+    # Same padding or unknown sizes are fine.
+    AWConv2D(4, padding="same", **kwargs)(np.zeros(input_shape, "float32"))
+    AWConv2D(4, padding="valid", **kwargs)(keras.Input((None, None, 4)))

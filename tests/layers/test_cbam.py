@@ -87,13 +87,6 @@ def test_spatial_gate_changes_with_training_flag():
     assert not np.allclose(infer, train)  # BN uses batch statistics when training
 
 
-def test_config_round_trip():
-    layer = CBAM(reduction_ratio=8, use_max_pool=False, spatial_kernel_size=3, name="cbam")
-    clone = CBAM.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
-    assert clone.use_max_pool is False and clone.spatial_kernel_size == 3
-
-
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
