@@ -10,6 +10,8 @@ horizontal flip; evaluation resizes the shorter side to 256 and center-crops 224
 (Nesterov), lr 0.05 per 128 images, coupled L2 5e-4, linear warm-up for one epoch
 then cosine decay to 0, label smoothing 0.1, pad-and-crop + flip; evaluation uses
 the images as they are. See docs/training.md for why (seed stability).
+``small_noflip``: ``small`` without the flip, for digits and other data whose
+classes change when mirrored.
 
 Both set every BatchNormalization momentum to 0.9, the Keras equivalent of
 PyTorch's default 0.1 that the paper trained with. Keras's default 0.99 averages
@@ -66,6 +68,9 @@ PRESETS = {
         crop_padding=2, flip=True,
     ),
 }
+# The small recipe without the horizontal flip, for data whose classes mirroring
+# changes (digits, letters).
+PRESETS["small_noflip"] = dataclasses.replace(PRESETS["small"], name="small_noflip", flip=False)
 
 
 def get_preset(name):

@@ -1,0 +1,206 @@
+"""aw-compare: bad input, analysis of finished runs (statistics, equal time, plots,
+files), and the real sweep end to end with a kill -9 in the middle."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from aw_keras.train import compare
+from train_helpers import TINY_KWARGS, read_history, subprocess_env
+
+
+def _run(capsys, *argv):
+    try:
+        status = compare.main(list(argv))
+    except SystemExit as exit_:  # argparse errors
+        status = exit_.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def _snapshot(root):
+    found = {}
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            found[path] = open(path, "rb").read()
+    return found
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["resnet_cifarr", "aw_resnet_cifar"], "Unknown model 'resnet_cifarr'"),
+    (["resnet_cifar", "aw_resnet_cifar", "--baseline", "se_resnet_cifar"],
+     "--baseline 'se_resnet_cifar' is not among the models"),
+    (["resnet_cifar", "resnet_cifar"], "listed twice"),
+    (["resnet_cifar", "--seeds", "1", "1"], "lists a seed twice"),
+    (["resnet_cifar", "--seeds", "-1"], "--seeds takes integers >= 0"),
+    (["resnet_cifar", "--seed", "3"], "--seed is set by aw-compare"),
+    (["resnet_cifar", "--batch-size", "0"], "--batch-size must be an integer >= 1"),
+    (["resnet_cifar", "--epochs", "0"], "--epochs must be a positive integer"),
+])
+def test_bad_input_exits_2_and_writes_nothing(capsys, tmp_path, argv, message):
+    out = tmp_path / "out"
+    status, _, err = _run(capsys, *argv, "--out", str(out))
+    assert status == 2
+    assert message in err, err
+    assert not out.exists()
+
+
+def test_refuses_a_foreign_or_different_output_directory(capsys, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    status, _, err = _run(capsys, "resnet_cifar", "--out", str(foreign))
+    assert status == 2 and "holds no aw-compare comparison" in err
+    assert _snapshot(foreign) == {str(foreign / "notes.txt"): b"mine"}
+
+    other = tmp_path / "other"
+    _write_finished(other, ["resnet_cifar"], [0], epochs=2)
+    before = _snapshot(other)
+    status, _, err = _run(capsys, "resnet_cifar", "--seeds", "0", "--epochs", "3",
+                          "--out", str(other))
+    assert status == 2 and "holds a different comparison" in err and "epochs: 2 there" in err
+    assert _snapshot(other) == before
+
+
+# ------------------------------------------------ analysis of finished runs
+
+SETTINGS = {"dataset": "fashion_mnist", "epochs": None, "train_args": []}
+
+
+def _write_run(directory, top1_error, epochs, images_per_second, params=1000):
+    os.makedirs(directory)
+    history = [{"epoch": e + 1, "train_seconds": 10.0, "val_accuracy": 0.5 + 0.1 * e,
+                "images_per_second": images_per_second} for e in range(epochs)]
+    with open(os.path.join(directory, "history.json"), "w") as f:
+        json.dump(history, f)
+    with open(os.path.join(directory, "metrics.json"), "w") as f:
+        json.dump({"top1_error": top1_error, "params": params, "gflops": 0.5, "epochs": epochs,
+                   "train_images_per_second": images_per_second}, f)
+
+
+def _write_finished(out, models, seeds, epochs=None, errors=None, speeds=None):
+    """Finished aw-train runs as aw-compare lays them out (it reuses them)."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, compare.SETTINGS_FILE), "w") as f:
+        json.dump({"settings": {**SETTINGS, "epochs": epochs}}, f)
+    for model in models:
+        for seed in seeds:
+            error = (errors or {}).get((model, seed), 0.2)
+            speed = (speeds or {}).get(model, 1000.0)
+            _write_run(compare.run_dir(str(out), model, seed), error, epochs or 3, speed)
+
+
+def test_analysis_of_finished_runs(capsys, tmp_path):
+    out = tmp_path / "cmp"
+    seeds = [0, 1, 2]
+    errors = {("resnet_cifar", 0): 0.20, ("resnet_cifar", 1): 0.22, ("resnet_cifar", 2): 0.21,
+              ("aw_resnet_cifar", 0): 0.18, ("aw_resnet_cifar", 1): 0.19,
+              ("aw_resnet_cifar", 2): 0.185}
+    # AW runs at 800 images/s against 1000: it needs 1.25x the time, so the baseline
+    # is trained again for ceil(2 * 1.25) = 3 epochs (here: found finished).
+    _write_finished(out, ["resnet_cifar", "aw_resnet_cifar"], seeds, epochs=2, errors=errors,
+                    speeds={"resnet_cifar": 1000.0, "aw_resnet_cifar": 800.0})
+    for seed, error in zip(seeds, (0.185, 0.19, 0.18)):
+        _write_run(compare.run_dir(str(out), "resnet_cifar", seed, 3), error, 3, 1000.0)
+    status, stdout, _ = _run(capsys, "resnet_cifar", "aw_resnet_cifar", "--seeds", "0", "1", "2",
+                             "--epochs", "2", "--out", str(out))
+    assert status == 0, stdout
+    assert stdout.count("finished earlier, reusing") == 9
+    result = json.load(open(out / "comparison.json"))
+    assert result["baseline"] == "resnet_cifar"
+    assert result["models"]["aw_resnet_cifar"]["per_seed"] == {"0": 0.18, "1": 0.19, "2": 0.185}
+    paired = result["paired"]["aw_resnet_cifar"]
+    diffs = [0.18 - 0.20, 0.19 - 0.22, 0.185 - 0.21]
+    assert paired["n"] == 3 and paired["mean_diff"] == pytest.approx(sum(diffs) / 3)
+    assert paired["ci95"][1] < 0 and paired["verdict"] == "better"
+    assert 0 < paired["p_value"] < 0.05
+    equal = result["equal_time"]["aw_resnet_cifar"]
+    assert equal["time_ratio"] == pytest.approx(1.25) and equal["baseline_epochs"] == 3
+    assert equal["paired"]["mean_diff"] == pytest.approx(
+        ((0.18 - 0.185) + (0.19 - 0.19) + (0.185 - 0.18)) / 3)
+    assert equal["paired"]["verdict"] == "not distinguishable at this budget"
+    text = (out / "comparison.md").read_text()
+    assert "| aw_resnet_cifar | 3 | -2.50 | [-3.74, -1.26] |" in text and "better" in text
+    assert "At equal training time" in text and "| aw_resnet_cifar | 1.25 | 3 |" in text
+    assert text.strip() in stdout
+    for name in ("comparison.png", "validation_curves.png"):
+        path = out / "plots" / name
+        assert path.is_file() and path.stat().st_size > 10_000, name
+
+
+def test_one_seed_still_prints_the_table(capsys, tmp_path):
+    out = tmp_path / "one"
+    _write_finished(out, ["resnet_cifar", "aw_resnet_cifar"], [4], epochs=2,
+                    errors={("resnet_cifar", 4): 0.3, ("aw_resnet_cifar", 4): 0.25})
+    status, stdout, _ = _run(capsys, "resnet_cifar", "aw_resnet_cifar", "--seeds", "4",
+                             "--epochs", "2", "--no-equal-time", "--out", str(out))
+    assert status == 0
+    assert "one seed only" in stdout
+    assert "| aw_resnet_cifar | 1 | -5.00 | n/a | n/a | one seed: no confidence interval" in stdout
+    result = json.load(open(out / "comparison.json"))
+    assert result["paired"]["aw_resnet_cifar"]["ci95"] is None
+    assert "equal_time" not in result
+
+
+def test_equal_time_epochs():
+    assert compare.equal_time_epochs(3, 1.0) == 3
+    assert compare.equal_time_epochs(3, 0.8) == 3
+    assert compare.equal_time_epochs(3, 1.12) == 4
+    assert compare.equal_time_epochs(5, 1.2) == 6
+    assert compare.equal_time_epochs(5, 1.21) == 7
+
+
+# ------------------------------------------------------ the real sweep
+
+
+def test_sweep_killed_then_resumed_reuses_finished_runs(tmp_path, tiny_folder):
+    """Two seeds of two models on a tiny folder; kill -9 aw-compare while the second
+    run trains: its aw-train child dies with it, the re-run reuses the finished run,
+    continues the interrupted one from its checkpoint and completes the report."""
+    out = str(tmp_path / "cmp")
+    command = [sys.executable, "-m", "aw_keras.train.compare", "resnet_cifar",
+               "aw_resnet_cifar", "--seeds", "0", "1", "--epochs", "4", "--out", out,
+               "--dataset", f"folder:{tiny_folder}", "--batch-size", "8",
+               "--checkpoint-steps", "2", "--model-kwargs", TINY_KWARGS,
+               "--attention-images", "0", "--no-equal-time"]
+    env = subprocess_env()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    second = compare.run_dir(out, "aw_resnet_cifar", 0)
+    deadline = time.time() + 300
+    while len(read_history(second)) < 2 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the sweep ended before it could be killed"
+    first_metrics = os.path.join(compare.run_dir(out, "resnet_cifar", 0), "metrics.json")
+    assert os.path.isfile(first_metrics)
+    stamp = os.stat(first_metrics).st_mtime_ns
+    done = len(read_history(second))
+    assert 2 <= done < 4 and not os.path.exists(os.path.join(second, "metrics.json"))
+    time.sleep(1.0)
+    # The child died with its parent: the history no longer grows.
+    assert len(read_history(second)) == done
+
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "run 1/4 resnet_cifar seed 0: finished earlier, reusing" in resumed.stdout
+    assert os.stat(first_metrics).st_mtime_ns == stamp
+    assert re.search(r"\(epoch [23],", resumed.stdout), resumed.stdout[-3000:]
+    assert [h["epoch"] for h in read_history(second)] == [1, 2, 3, 4]
+    result = json.load(open(os.path.join(out, "comparison.json")))
+    assert set(result["models"]) == {"resnet_cifar", "aw_resnet_cifar"}
+    assert result["paired"]["aw_resnet_cifar"]["n"] == 2
+    for value in result["models"]["aw_resnet_cifar"]["per_seed"].values():
+        assert 0.0 <= value <= 1.0
+    assert "| model | params | GFLOPs | train images/s |" in resumed.stdout
+    for name in ("comparison.md", "plots/comparison.png", "plots/validation_curves.png",
+                 "logs/aw_resnet_cifar_seed1.log"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
