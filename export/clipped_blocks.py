@@ -117,7 +117,7 @@ def _clipped_call(conv, shift, cap):
     strides = tuple(conv.strides)
 
     def call(inputs, training=None):
-        attention = conv._compact_attention(inputs, training)  # (N, 1, 1, 1, C2)
+        attention = conv.compact_attention(inputs, training)  # (N, 1, 1, 1, C2)
         scale = 1.0 + tf.reshape(attention, [-1, 1, 1, conv.filters])
         clipped = clip(tf.nn.conv2d(inputs, kernel, strides, "VALID") + bias)
         shifted = clip(clipped + (offset + gained_shift / scale))

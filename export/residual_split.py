@@ -52,7 +52,7 @@ def _split_call(conv, shift):
     activation = conv.activation
 
     def call(inputs, training=None):
-        attention = conv._compact_attention(inputs, training)
+        attention = conv.compact_attention(inputs, training)
         main = tf.nn.conv2d(inputs, kernel, geometry.strides, geometry.padding.upper(),
                             dilations=geometry.dilation_rate) + bias
         outputs = main + aw_kernels.taps(inputs, kernel, attention, geometry)

@@ -269,8 +269,14 @@ class AWConv2D(keras.layers.Layer):
 
     # ---------------------------------------------------------------- attention
 
-    def _compact_attention(self, inputs, training):
-        """A as (N, kh, kw, G1, C2): expanded except along input channels (Eq. 7-8)."""
+    def compact_attention(self, inputs, training=False):
+        """The attention A of ``inputs`` (Eq. 7-8) as (N, kh, kw, G1, C2): expanded
+        to the kernel's layout except along the input channels, where it holds one
+        value per group of ``r_C1`` channels (G1 = C1 / r_C1; 1 by default).
+
+        Every computation of the layer starts from it: `attention_scale`,
+        `attention_maps`, `call`, and the export forms in ``aw_keras.export``.
+        """
         exporting = aw_kernels.exporting()
         pooled = adaptive_average_pool(inputs, self.pooled_size, sliced=exporting)
         hidden = self._pointwise(self.squeeze_conv, pooled, exporting)
@@ -306,6 +312,13 @@ class AWConv2D(keras.layers.Layer):
         product = tf.matmul(flat, tf.reshape(kernel, [channels_in, channels_out]))
         return tf.reshape(product, tf.concat([shape[:-1], [channels_out]], axis=0))
 
+    def attention_scale(self, inputs, training=False):
+        """The per-sample factor S with ``AK[l] = S[l] * K`` (Eq. 6): ``1 + A`` in
+        residual mode, ``A`` in multiplicative mode, in `compact_attention`'s
+        layout (N, kh, kw, G1, C2)."""
+        attention = self.compact_attention(inputs, training)
+        return 1.0 + attention if self.attention_mode == "residual" else attention
+
     def attention_maps(self, inputs, training=False):
         """The expanded attention maps A with shape (N, kh, kw, C1, C2).
 
@@ -315,7 +328,7 @@ class AWConv2D(keras.layers.Layer):
         inputs = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
         if not self.built:
             self.build(inputs.shape)
-        compact = self._compact_attention(inputs, training)
+        compact = self.compact_attention(inputs, training)
         return aw_kernels.repeat_axis(compact, 3, self.resolved_input_channel_reduction)
 
     # ---------------------------------------------------------------------- call
@@ -346,8 +359,7 @@ class AWConv2D(keras.layers.Layer):
         )
 
     def call(self, inputs, training=None):
-        attention = self._compact_attention(inputs, training)
-        scale = 1.0 + attention if self.attention_mode == "residual" else attention
+        scale = self.attention_scale(inputs, training)
         kernel = tf.cast(self.kernel, self.compute_dtype)
         strategy = aw_kernels.STRATEGIES[self.resolved_implementation(inputs.shape, training)]
         outputs = strategy(inputs, kernel, scale, self.geometry, training=bool(training))

@@ -172,3 +172,21 @@ def test_attention_changes_the_output():
                                        (2, 7, 9, 4), "auto", False)
     plain = tf.nn.conv2d(x, layer.kernel, 1, "SAME").numpy()
     assert np.abs(np.asarray(layer(x)) - plain).max() > 1e-2
+
+
+@pytest.mark.parametrize("attention_mode", ["residual", "multiplicative"])
+def test_public_attention_api_follows_equations_6_to_8(attention_mode):
+    """compact_attention is A with one value per input-channel group, and
+    attention_scale is the factor S of AK = S * K (Eq. 6) in the same layout."""
+    layer = make_layer((2, 7, 9, 4), filters=6, kernel_size=3, reduction_ratio=2,
+                       input_channel_reduction=2, attention_mode=attention_mode)
+    x = np.random.default_rng(5).normal(size=(2, 7, 9, 4)).astype("float32")
+    expected = np.transpose(
+        reference.attention_maps(x, reference.layer_weights(layer), layer.get_config(), False),
+        (0, 3, 4, 2, 1))                                  # (N, kh, kw, C1, C2)
+    compact = np.asarray(layer.compact_attention(x))
+    assert compact.shape == (2, 3, 3, 2, 6)               # G1 = C1 / r_C1 = 2
+    np.testing.assert_allclose(compact, expected[..., ::2, :], **TOLERANCE)
+    scale = np.asarray(layer.attention_scale(x))
+    np.testing.assert_allclose(scale, compact + 1.0 if attention_mode == "residual" else compact,
+                               **TOLERANCE)
