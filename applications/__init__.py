@@ -3,6 +3,7 @@
 Installed as ``aw_keras.applications``.
 """
 
+from aw_keras.applications.pretrained import from_pretrained
 from aw_keras.applications.registry import get_model
 from aw_keras.applications.registry import get_model_builder
 from aw_keras.applications.registry import is_model

@@ -19,27 +19,47 @@ def require_channels_last():
 
 
 def validate_weights(weights):
-    """`weights` must be None or an existing weights file; returns it."""
+    """`weights` must be None, "imagenet" or an existing weights file; returns it.
+
+    "imagenet" and paths named like a keras.applications ImageNet file are
+    converted from the plain keras.applications model by `finish_model`
+    (see `aw_keras.applications.imagenet_weights`)."""
     if weights is None:
         return None
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(
-            "`weights` must be None or a path to a weights file, got "
+            "`weights` must be None, 'imagenet' or a path to a weights file, got "
             f"{weights!r} of type {type(weights).__name__}."
         )
     path = os.fspath(weights)
     if path == "imagenet":
-        raise ValueError(
-            "`weights='imagenet'` is not available: aw_keras ships no pretrained "
-            "weights. Pass `weights=None` (random initialization) or the path to a "
-            "weights file saved with `model.save_weights(...)`."
-        )
+        return path
     if not os.path.isfile(path):
         raise ValueError(
-            f"`weights` must be None or the path to an existing weights file; {path!r} "
-            "does not exist."
+            f"`weights` must be None, 'imagenet' or the path to an existing weights file; "
+            f"{path!r} does not exist."
         )
     return path
+
+
+def imagenet_source(weights, architecture, **model_args):
+    """For `weights` "imagenet" or a keras.applications ImageNet file: the checked
+    `ImageNetSource` (the file must be there), else None. Call before building so
+    a missing file fails fast."""
+    from aw_keras.applications import imagenet_weights
+
+    if weights != "imagenet" and not imagenet_weights.is_imagenet_file(weights):
+        return None
+    if architecture is None:
+        raise ValueError(
+            "`weights='imagenet'` (keras.applications ImageNet weights) exists only for "
+            "ResNet50/101/152 and MobileNet and their SE / CBAM / AW variants; pass "
+            "`weights=None` or the path to a weights file of this model."
+        )
+    path = None if weights == "imagenet" else weights
+    source = imagenet_weights.ImageNetSource(architecture, path=path, **model_args)
+    source.resolve_path()
+    return source
 
 
 def validate_pooling(pooling):
@@ -119,8 +139,14 @@ def add_head(x, include_top, pooling, classes, classifier_activation):
     return x
 
 
-def finish_model(inputs, outputs, name, weights):
+def finish_model(inputs, outputs, name, weights, imagenet=None):
+    """The model; loads `weights`, or converts the plain ImageNet model `imagenet`
+    (an `ImageNetSource`) into it (`aw_keras.applications.pretrained.transplant`)."""
     model = keras.Model(inputs, outputs, name=name)
-    if weights is not None:
+    if imagenet is not None:
+        from aw_keras.applications import pretrained
+
+        pretrained.transplant(imagenet.build_plain(), model)
+    elif weights is not None:
         model.load_weights(weights)
     return model

@@ -2,7 +2,9 @@
 
 Structure, argument order and layer names follow ``keras.applications.MobileNet``
 (``conv1``, ``conv_dw_7``, ``conv_pw_7``, ``conv_preds``, ...); ``weights`` defaults
-to None and accepts only None or a weights file.
+to None and accepts None, a weights file of the model, or "imagenet" (the
+keras.applications MobileNet ImageNet file, from the Keras cache or by path,
+converted so the model starts as that network: `aw_keras.applications.pretrained`).
 
 Placement (readings of the paper's Table 1 that reproduce its parameter counts,
 see ``docs/table1.md``):
@@ -126,6 +128,10 @@ def _mobilenet(
     input_shape = input_utils.obtain_input_shape(
         input_shape, input_tensor, default_size=224, min_size=32, include_top=include_top
     )
+    imagenet = input_utils.imagenet_source(
+        weights, "mobilenet", include_top=include_top, input_shape=input_shape,
+        pooling=pooling, classes=classes, classifier_activation=classifier_activation,
+        alpha=alpha, depth_multiplier=depth_multiplier, dropout=dropout)
     inputs, x = input_utils.make_input(input_tensor, input_shape)
 
     x = conv_block(x, 32, alpha, strides=(2, 2))
@@ -153,7 +159,7 @@ def _mobilenet(
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-    return input_utils.finish_model(inputs, x, name, weights)
+    return input_utils.finish_model(inputs, x, name, weights, imagenet)
 
 
 def _attention_args(attention, cbam_variant=None, reduction_ratio=16):

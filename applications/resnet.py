@@ -153,8 +153,11 @@ def ResNet(
             1, 2, 2, 2) or ``"cifar"`` (3x3/1 conv with ``stage_filters[0]``
             channels, no pool, stages strided 1, 2, 2, ...).
         include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, name: as in ``keras.applications.ResNet50``
-            (``weights``: None or a path to a weights file).
+        classifier_activation, name: as in ``keras.applications.ResNet50``.
+            ``weights``: None, a weights file of this model, or "imagenet" (the
+            keras.applications ImageNet file of the plain ResNet50/101/152, from
+            the Keras cache or given by its path, converted so the model starts as
+            that network: `aw_keras.applications.pretrained`).
         attention, attention_kwargs, use_aw, aw_kwargs: see `bottleneck_block`.
         stem_stride: stride of the "cifar" stem conv (1 or 2).
     """
@@ -183,6 +186,10 @@ def ResNet(
         min_size=max(8, downsampling),
         include_top=include_top,
     )
+    imagenet = input_utils.imagenet_source(
+        weights, _imagenet_architecture(stage_blocks, stage_filters, stem),
+        include_top=include_top, input_shape=input_shape, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation)
     inputs, x = input_utils.make_input(input_tensor, input_shape)
 
     if stem == "imagenet":
@@ -214,7 +221,18 @@ def ResNet(
         )
 
     x = input_utils.add_head(x, include_top, pooling, classes, classifier_activation)
-    return input_utils.finish_model(inputs, x, name, weights)
+    return input_utils.finish_model(inputs, x, name, weights, imagenet)
+
+
+def _imagenet_architecture(stage_blocks, stage_filters, stem):
+    """The keras.applications name ("resnet50", "resnet101", "resnet152") when it has
+    ImageNet weights for this configuration, else None."""
+    if stem != "imagenet" or tuple(stage_filters) != (64, 128, 256, 512):
+        return None
+    for depth, blocks in STAGE_BLOCKS.items():
+        if tuple(stage_blocks) == blocks:
+            return f"resnet{depth}"
+    return None
 
 
 def _variant_kwargs(cbam_variant=None, reduction_ratio=16, aw_reduction_ratio=16,

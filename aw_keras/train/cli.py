@@ -5,6 +5,7 @@ Example:
     aw-train aw_resnet_cifar --dataset fashion_mnist --epochs 3 --batch-size 128 \\
         --out runs/aw_seed0 --seed 0
     # killed? run the same command with --resume
+    aw-train aw_resnet_cifar --init-from runs/plain/last.keras --epochs 2 --out runs/aw_ft
 
 Exit status: 0 done, 2 bad input (nothing written or overwritten), 1 failure.
 """
@@ -75,7 +76,7 @@ def build_parser():
         help="epochs (default: the preset's)")
     add("--batch-size", type=_int_at_least(1, "--batch-size"), default=128,
         help="global batch size (default 128)")
-    add("--preset", choices=("small", "imagenet"), default=None,
+    add("--preset", choices=("small", "small_noflip", "imagenet"), default=None,
         help="training recipe (default: small for images <= 64 px, else imagenet)")
     add("--learning-rate", type=_positive_float("--learning-rate"), default=None,
         help="peak learning rate (default: the preset's, scaled linearly with the batch size)")
@@ -87,6 +88,10 @@ def build_parser():
     add("--model-kwargs", type=_json_object, default={},
         help="JSON object of extra builder arguments, e.g. '{\"blocks\": [1, 1, 1]}'")
     add("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add("--init-from", default=None, metavar="PATH|imagenet",
+        help="fine-tune: start MODEL from a trained plain model (.keras or .weights.h5 file) "
+             "or from the keras.applications ImageNet weights ('imagenet', from the Keras "
+             "cache), converted so it computes the same function (docs/pretrained.md)")
     add("--mixed-precision", action="store_true",
         help="mixed_float16 on GPU, mixed_bfloat16 on CPU")
     add("--jit", action="store_true", help="compile train/eval steps with XLA")
@@ -104,6 +109,13 @@ def build_parser():
 
 def _check_early(args):
     """Checks that need no TensorFlow, so bad input fails in a second."""
+    init_from = args.init_from
+    if init_from is not None and init_from != "imagenet":
+        if not init_from.endswith((".keras", ".h5")):
+            raise UsageError(f"--init-from must be 'imagenet' or a .keras / .weights.h5 file, "
+                             f"got {init_from!r}.")
+        if not os.path.isfile(init_from):
+            raise UsageError(f"--init-from file {init_from!r} does not exist.")
     from aw_keras import applications
 
     if not applications.is_model(args.model.lower()):
@@ -134,7 +146,7 @@ def main(argv=None):
             resume=args.resume, mixed_precision=args.mixed_precision, jit=args.jit,
             strategy=args.strategy, checkpoint_steps=args.checkpoint_steps,
             keep_checkpoints=args.keep_checkpoints, attention_images=args.attention_images,
-            verbose=args.verbose)
+            verbose=args.verbose, init_from=args.init_from)
         from aw_keras.train.run import train
 
         train(config)

@@ -18,7 +18,8 @@ from aw_keras.train.checkpoint import remove_stale_temporaries
 RUN_FILE = "run.json"
 # Settings that define a run: resuming with any of them changed is refused.
 IDENTITY = ("model", "model_kwargs", "dataset", "data_dir", "preset", "epochs", "batch_size",
-            "seed", "train_examples", "val_examples", "learning_rate", "mixed_precision")
+            "seed", "train_examples", "val_examples", "learning_rate", "mixed_precision",
+            "init_from")
 
 
 class UsageError(ValueError):
@@ -47,6 +48,8 @@ class RunConfig:
     keep_checkpoints: int = 3
     attention_images: int = 4
     verbose: int = None           # Keras fit verbosity; None: 1 on a terminal, else 2
+    init_from: str = None         # "imagenet" or a .keras / .weights.h5 file: start from it
+                                  # (aw_keras.applications.from_pretrained)
 
     def identity(self):
         return {k: getattr(self, k) for k in IDENTITY}
@@ -151,9 +154,15 @@ def build_model(config, source, preset):
     kwargs.setdefault("input_shape", image_shape(source, preset))
     kwargs.setdefault("classes", source.num_classes)
     try:
-        model = applications.get_model(config.model, **kwargs)
+        if config.init_from:
+            # The same function as the trained source, new attention learned from here.
+            model = applications.from_pretrained(config.init_from, config.model, **kwargs)
+        else:
+            model = applications.get_model(config.model, **kwargs)
     except (TypeError, ValueError) as error:
-        raise UsageError(f"Cannot build model {config.model!r} with {kwargs}: {error}") from error
+        origin = f" from --init-from {config.init_from!r}" if config.init_from else ""
+        raise UsageError(
+            f"Cannot build model {config.model!r}{origin} with {kwargs}: {error}") from error
     return float32_outputs(model)
 
 
@@ -371,6 +380,7 @@ def train(config):
                 "identity": _normalized(config.identity()),
                 "config": _normalized(dataclasses.asdict(config)),
                 "preset": preset.to_dict(), "learning_rate": lr,
+                "init_from_sha256": _file_sha256(config.init_from),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             })
 
@@ -395,6 +405,9 @@ def train(config):
             log("[aw-train] TensorBoard logs skipped: the `tensorboard` package is not "
                 "installed (pip install tensorboard).")
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    if config.init_from and "init_eval" not in state and not (
+            state["epoch"] or state["step_in_epoch"]):
+        state["init_eval"] = initial_evaluation(config, model, source, preset, val_ds, one_hot)
 
     epoch, skip = state["epoch"], state["step_in_epoch"]
     log(f"[aw-train] {config.model} on {source.name} ({train_split.num_examples} train images, "
@@ -430,6 +443,39 @@ def train(config):
 
     metrics = finish(config, model, source, preset, state, is_chief, worker_dir, one_hot)
     return metrics
+
+
+def _file_sha256(path):
+    """SHA-256 of the --init-from file (None for "imagenet" or no file)."""
+    import hashlib
+
+    if not path or not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def initial_evaluation(config, model, source, preset, val_ds, one_hot):
+    """Validation and test metrics of the converted --init-from model before any
+    training (its "epoch 0"; equal to the source's); kept in metrics.json."""
+    from aw_keras import data
+
+    test_ds = data.eval_dataset(source, "test", preset, config.batch_size).map(one_hot)
+    if config.strategy == "multiworker":
+        val, test = evaluate_local(model, val_ds), evaluate_local(model, test_ds)
+    else:
+        val = model.evaluate(val_ds, return_dict=True, verbose=0)
+        test = model.evaluate(test_ds, return_dict=True, verbose=0)
+    result = {"val_loss": float(val["loss"]), "val_accuracy": float(val["accuracy"]),
+              "val_top5": float(val["top5"]), "test_loss": float(test["loss"]),
+              "top1_error": round(1.0 - float(test["accuracy"]), 6),
+              "top5_error": round(1.0 - float(test["top5"]), 6)}
+    log(f"[aw-train] --init-from {config.init_from}: before training val_accuracy "
+        f"{result['val_accuracy']:.4f}, test top-1 error {result['top1_error']:.4f}")
+    return result
 
 
 def tensorboard_available():
@@ -584,6 +630,8 @@ def finish(config, model, source, preset, state, is_chief, worker_dir, one_hot):
         "best_val_accuracy": state.get("best_val_accuracy"),
         "weights_sha256": digest,
         "trainable_weights_sha256": _weights_digest(model, trainable_only=True),
+        "init_from": config.init_from,
+        "init_eval": state.get("init_eval"),
         "note": "top1/top5 errors are of the last model on the test split; the best model "
                 "is chosen on the validation split",
     }

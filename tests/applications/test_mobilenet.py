@@ -93,7 +93,7 @@ def test_input_tensor():
     [({"alpha": 0}, ValueError, "alpha"), ({"alpha": 0.01}, ValueError, "alpha"),
      ({"depth_multiplier": 1.5}, ValueError, "depth_multiplier"),
      ({"dropout": 1.0}, ValueError, "dropout"),
-     ({"weights": "imagenet"}, ValueError, "pretrained"),
+     ({"weights": "imagenet", "classes": 10}, ValueError, "classes=1000"),
      ({"input_shape": (31, 32, 3)}, ValueError, "at least 32"),
      ({"pooling": "mean", "include_top": False}, ValueError, "pooling")],
 )

@@ -148,7 +148,7 @@ def test_weights_from_file(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"weights": "imagenet"}, ValueError, "pretrained"),
+        ({"weights": "imagenet", "classes": 10}, ValueError, "classes=1000"),
         ({"weights": "/nonexistent/x.weights.h5"}, ValueError, "does not exist"),
         ({"weights": 3}, TypeError, "weights"),
         ({"pooling": "sum"}, ValueError, "pooling"),
