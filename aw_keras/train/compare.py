@@ -510,6 +510,9 @@ def plot_validation_curves(models, seeds, runs, path):
             axis.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     axis.set_xlabel("epoch")
     axis.xaxis.get_major_locator().set_params(integer=True)
+    low, high = axis.get_ylim()
+    if low > 0 and high / low > 10:  # early epochs would flatten the end of the curves
+        axis.set_yscale("log")
     axis.set_ylabel("validation top-1 error %")
     axis.set_title("validation error: mean over seeds, band +-1 std")
     axis.grid(alpha=0.3)
