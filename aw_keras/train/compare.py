@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 
+from aw_keras.train import plots
 from aw_keras.train.checkpoint import atomic_write_json
 from aw_keras.train.run import UsageError
 from aw_keras.train.stats import CONFIDENCE
@@ -437,20 +438,11 @@ def markdown(summary, command, seeds, header):
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_comparison(summary, path):
     """Per-seed errors with mean and 95 % CI per model, and the paired differences."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = plots.pyplot()
     models = [m for m, e in summary["models"].items() if e["per_seed"]]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     rng = np.random.default_rng(0)
@@ -490,7 +482,7 @@ def plot_validation_curves(models, seeds, runs, path):
     """Validation top-1 error per epoch: mean over seeds and a +-1 std band."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = plots.pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.2))
     for model in models:
         curves = [[1 - h["val_accuracy"] for h in runs[(model, s)]["history"]

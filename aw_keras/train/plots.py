@@ -5,7 +5,8 @@ import os
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (files only)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,7 +17,7 @@ def _pyplot():
 
 def plot_curves(history, path):
     """Loss and top-1 accuracy per epoch, train and validation."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "top-1 accuracy")):
@@ -73,7 +74,7 @@ def plot_attention(model, images, labels, class_names, path, max_channels=64):
     maps = attention_maps(model, images)
     if not maps:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols = len(images), 1 + len(maps)
     figure, axes = plt.subplots(rows, cols, figsize=(3 + 3.2 * len(maps), 2.4 * rows + 0.6),
                                 squeeze=False, layout="constrained")

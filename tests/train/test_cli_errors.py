@@ -6,23 +6,12 @@ import os
 import pytest
 
 from aw_keras.train import cli
+from train_helpers import run_main, snapshot
 
 
 def _run(capsys, *argv):
-    try:
-        status = cli.main(list(argv))
-    except SystemExit as exit_:  # argparse errors
-        status = exit_.code
-    return status, capsys.readouterr().err
-
-
-def _snapshot(root):
-    found = {}
-    for directory, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(directory, name)
-            found[path] = open(path, "rb").read()
-    return found
+    status, _, err = run_main(capsys, cli.main, *argv)
+    return status, err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -73,7 +62,7 @@ def test_output_dir_of_another_run_or_of_other_files_is_never_overwritten(
                 "mixed_precision": False}
     (run_dir / "run.json").write_text(json.dumps({"identity": identity}))
     (run_dir / "history.json").write_text("[1, 2]")
-    before = _snapshot(run_dir)
+    before = snapshot(run_dir)
 
     status, err = _run(capsys, "aw_resnet_cifar", *common, "--out", str(run_dir), "--resume")
     assert status == 2 and "holds a different run" in err and "model: 'resnet_cifar'" in err
@@ -81,14 +70,14 @@ def test_output_dir_of_another_run_or_of_other_files_is_never_overwritten(
     assert status == 2 and "seed: 0 there vs 3 now" in err
     status, err = _run(capsys, "resnet_cifar", *common, "--out", str(run_dir))
     assert status == 2 and "Pass --resume" in err
-    assert _snapshot(run_dir) == before
+    assert snapshot(run_dir) == before
 
     other = tmp_path / "photos"
     other.mkdir()
     (other / "holiday.jpg").write_bytes(b"not ours")
     status, err = _run(capsys, "resnet_cifar", *common, "--out", str(other))
     assert status == 2 and "holds no aw-train run" in err
-    assert _snapshot(other) == {str(other / "holiday.jpg"): b"not ours"}
+    assert snapshot(other) == {str(other / "holiday.jpg"): b"not ours"}
 
 
 def test_multiworker_without_tf_config(capsys, tmp_path, tiny_folder, monkeypatch):

@@ -12,25 +12,11 @@ import time
 import pytest
 
 from aw_keras.train import compare
-from train_helpers import TINY_KWARGS, read_history, subprocess_env
+from train_helpers import TINY_KWARGS, read_history, run_main, snapshot, subprocess_env
 
 
 def _run(capsys, *argv):
-    try:
-        status = compare.main(list(argv))
-    except SystemExit as exit_:  # argparse errors
-        status = exit_.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def _snapshot(root):
-    found = {}
-    for directory, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(directory, name)
-            found[path] = open(path, "rb").read()
-    return found
+    return run_main(capsys, compare.main, *argv)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -58,15 +44,15 @@ def test_refuses_a_foreign_or_different_output_directory(capsys, tmp_path):
     (foreign / "notes.txt").write_text("mine")
     status, _, err = _run(capsys, "resnet_cifar", "--out", str(foreign))
     assert status == 2 and "holds no aw-compare comparison" in err
-    assert _snapshot(foreign) == {str(foreign / "notes.txt"): b"mine"}
+    assert snapshot(foreign) == {str(foreign / "notes.txt"): b"mine"}
 
     other = tmp_path / "other"
     _write_finished(other, ["resnet_cifar"], [0], epochs=2)
-    before = _snapshot(other)
+    before = snapshot(other)
     status, _, err = _run(capsys, "resnet_cifar", "--seeds", "0", "--epochs", "3",
                           "--out", str(other))
     assert status == 2 and "holds a different comparison" in err and "epochs: 2 there" in err
-    assert _snapshot(other) == before
+    assert snapshot(other) == before
 
 
 # ------------------------------------------------ analysis of finished runs

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from aw_keras.train import cli
+from train_helpers import run_main
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
@@ -24,11 +25,8 @@ def common(width=4):
 
 
 def _run(capsys, *argv):
-    try:
-        status = cli.main(list(argv))
-    except SystemExit as exit_:  # argparse errors
-        status = exit_.code
-    return status, capsys.readouterr().err
+    status, _, err = run_main(capsys, cli.main, *argv)
+    return status, err
 
 
 def _read(path):

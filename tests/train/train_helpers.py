@@ -47,3 +47,24 @@ def read_history(out):
             return json.load(f)
     except (OSError, ValueError):
         return []
+
+
+def run_main(capsys, main, *argv):
+    """(exit status, stdout, stderr) of a CLI ``main(argv)``, argparse exits included."""
+    try:
+        status = main(list(argv))
+    except SystemExit as exit_:
+        status = exit_.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def snapshot(root):
+    """{path: bytes} of every file under ``root`` (to assert nothing was touched)."""
+    found = {}
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as f:
+                found[path] = f.read()
+    return found
