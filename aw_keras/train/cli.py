@@ -107,7 +107,7 @@ def build_parser():
     return parser
 
 
-def _check_early(args):
+def check_early(args):
     """Checks that need no TensorFlow, so bad input fails in a second."""
     init_from = args.init_from
     if init_from is not None and init_from != "imagenet":
@@ -137,7 +137,7 @@ def main(argv=None):
     from aw_keras.data import DataError
 
     try:
-        _check_early(args)
+        check_early(args)
         config = RunConfig(
             model=args.model.lower(), dataset=args.dataset, out=args.out, epochs=args.epochs,
             batch_size=args.batch_size, data_dir=args.data_dir, preset=args.preset,

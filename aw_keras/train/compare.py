@@ -127,10 +127,11 @@ def check_arguments(args, train_args):
     # aw-train's own parser checks the options passed through (exit 2 on errors).
     probe = [models[0], "--out", "unused", "--dataset", args.dataset, *train_args]
     try:
-        train_cli.build_parser().parse_args(probe)
+        parsed = train_cli.build_parser().parse_args(probe)
     except SystemExit as exit_:
         raise UsageError("the options above are not valid aw-train options "
                          f"({' '.join(train_args) or 'none'}).") from exit_
+    train_cli.check_early(parsed)  # a missing dataset folder fails here, not in every run
     return models, baseline
 
 

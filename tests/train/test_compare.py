@@ -29,6 +29,7 @@ def _run(capsys, *argv):
     (["resnet_cifar", "--seed", "3"], "--seed is set by aw-compare"),
     (["resnet_cifar", "--batch-size", "0"], "--batch-size must be an integer >= 1"),
     (["resnet_cifar", "--epochs", "0"], "--epochs must be a positive integer"),
+    (["resnet_cifar", "--dataset", "folder:/nonexistent/images"], "does not exist"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(capsys, tmp_path, argv, message):
     out = tmp_path / "out"
