@@ -42,7 +42,7 @@ def steps_per_epoch(num_examples, batch_size):
     if steps < 1:
         raise DataError(
             f"The training split has {num_examples} examples, fewer than one batch of "
-            f"{batch_size}. Use a smaller --batch-size."
+            f"{batch_size}. Use a smaller `batch_size`."
         )
     return steps
 

@@ -13,10 +13,9 @@ the images as they are. See docs/training.md for why (seed stability).
 ``small_noflip``: ``small`` without the flip, for digits and other data whose
 classes change when mirrored.
 
-Both set every BatchNormalization momentum to 0.9, the Keras equivalent of
-PyTorch's default 0.1 that the paper trained with. Keras's default 0.99 averages
-over ~100 steps: with few, fast-changing steps the moving statistics lag the
-weights and the evaluation error swings wildly between seeds.
+Both set every BatchNormalization momentum to 0.9 (``bn_momentum``), the Keras
+equivalent of PyTorch's default 0.1 that the paper trained with; docs/training.md
+says why Keras's default 0.99 is not used.
 """
 
 import dataclasses
@@ -41,7 +40,7 @@ class Preset:
     flip: bool = True
     image_size: int = None      # None: the data's own size
     eval_resize: int = None     # shorter side before the center crop (imagenet)
-    bn_momentum: float = 0.9    # PyTorch's BN momentum 0.1 (Keras's default 0.99 lags)
+    bn_momentum: float = 0.9    # PyTorch's BN momentum 0.1
     mean: tuple = (0.5,)        # used when the dataset brings no statistics
     std: tuple = (0.5,)
 

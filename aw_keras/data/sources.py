@@ -15,6 +15,10 @@ Dataset specs understood by `get_source`:
 - ``tfds:NAME`` with ``data_dir``: an already prepared tensorflow-datasets
   dataset. Nothing is downloaded: prepare it first with
   ``tfds build NAME --data_dir DIR`` on a machine with network access.
+
+Errors are `DataError`s. Their messages name the Python argument at fault in
+single backticks, e.g. "`data_dir` '/x' does not exist", so that a command-line
+tool can write its own option name there.
 """
 
 import dataclasses
@@ -37,9 +41,9 @@ HOW_TO_GET_DATA = (
     "To get data: install the offline Fashion-MNIST with "
     "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; files land in "
     "/usr/share/datasets/fashion-mnist) or copy the four *-idx*-ubyte.gz files into "
-    "~/.keras/datasets/fashion-mnist (or $AW_KERAS_FASHION_MNIST_DIR); or pass "
-    "--dataset folder:PATH with PATH/train/<class>/*.png and PATH/val/<class>/*.png; "
-    "or --dataset tfds:NAME --data-dir DIR for a dataset prepared with "
+    "~/.keras/datasets/fashion-mnist (or $AW_KERAS_FASHION_MNIST_DIR); or use the "
+    "dataset 'folder:PATH' with PATH/train/<class>/*.png and PATH/val/<class>/*.png; "
+    "or 'tfds:NAME' with `data_dir` DIR for a dataset prepared with "
     "`tfds build NAME --data_dir DIR`."
 )
 
@@ -140,13 +144,20 @@ def _read_idx(path, header_bytes, expected_magic):
 
 
 def load_fashion_mnist(directory=None):
-    """Fashion-MNIST as a `Source` (train 55k, validation 5k, test 10k)."""
-    directory = directory or find_fashion_mnist()
+    """Fashion-MNIST as a `Source` (train 55k, validation 5k, test 10k), from
+    ``directory`` or, when None, the first of `fashion_mnist_dirs` holding it."""
     if directory is None:
-        raise DataError(
-            "Fashion-MNIST was not found in any of "
-            f"{fashion_mnist_dirs()}. " + HOW_TO_GET_DATA
-        )
+        directory = find_fashion_mnist()
+        if directory is None:
+            raise DataError(
+                "Fashion-MNIST was not found in any of "
+                f"{fashion_mnist_dirs()}. " + HOW_TO_GET_DATA
+            )
+    names = [f for pair in FASHION_MNIST_FILES.values() for f in pair]
+    missing = [n for n in names if not os.path.isfile(os.path.join(directory, n))]
+    if missing:
+        raise DataError(f"The Fashion-MNIST files {missing} are not in {directory!r}. "
+                        + HOW_TO_GET_DATA)
     arrays = {}
     for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
         images = _read_idx(os.path.join(directory, images_name), 16, 2051)
@@ -156,7 +167,7 @@ def load_fashion_mnist(directory=None):
                             "(truncated file?). " + HOW_TO_GET_DATA)
         arrays[split] = (images.reshape(-1, 28, 28, 1), labels.astype(np.int32))
     train_x, train_y = arrays["train"]
-    # The real files have 60,000 training images; small copies (tests) keep 1/6.
+    # The last 5,000 of the 60,000 training images; a smaller copy holds out a sixth.
     cut = len(train_y) - min(FASHION_MNIST_VALIDATION, len(train_y) // 6)
     splits = {
         "train": Split(cut, labels=train_y[:cut], images=train_x[:cut]),
@@ -240,39 +251,39 @@ def _probe_image_shape(path):
 
 
 def load_tfds(name, data_dir=None):
-    """A prepared tensorflow-datasets dataset as a `Source`; never downloads."""
+    """A prepared tensorflow-datasets dataset as a `Source`; never downloads.
+
+    Split sizes come from the builder's metadata (``builder.info.splits``). A
+    builder without split metadata is asked for the splits ``train``,
+    ``validation`` and ``test`` with ``builder.as_dataset`` and their examples are
+    counted; those it cannot serve are absent.
+    """
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:
-        raise DataError("--dataset tfds:NAME needs tensorflow-datasets: "
+        raise DataError("'tfds:NAME' datasets need tensorflow-datasets: "
                         "pip install 'aw_keras[data]'.") from error
     if data_dir is not None and not os.path.isdir(data_dir):
-        raise DataError(f"--data-dir {data_dir!r} does not exist. " + HOW_TO_GET_DATA)
+        raise DataError(f"`data_dir` {data_dir!r} does not exist. " + HOW_TO_GET_DATA)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # noqa: BLE001 - tfds raises DatasetNotFoundError & co
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise DataError(f"Unknown tensorflow-datasets name {name!r} ({first_line}). "
+        raise DataError(f"Unknown tensorflow-datasets name {name!r} ({_first_line(error)}). "
                         "See `tfds.list_builders()`.") from error
     info = builder.info
-    if not _tfds_ready(builder):
+    available, failure = _tfds_split_sizes(builder)
+    if not available:
         raise DataError(
             f"tensorflow-datasets {name!r} is not prepared in "
-            f"{data_dir or '~/tensorflow_datasets'} and aw-train does not download. "
-            f"Run `tfds build {name} --data_dir DIR` where there is network, then pass "
-            "--data-dir DIR. " + HOW_TO_GET_DATA
+            f"{data_dir or '~/tensorflow_datasets'} ({failure}); nothing is downloaded. "
+            f"Run `tfds build {name} --data_dir DIR` where there is network, then pass DIR "
+            "as `data_dir`. " + HOW_TO_GET_DATA
         )
-    keys = set(info.supervised_keys or ())
-    if not keys:
+    if not info.supervised_keys:
         raise DataError(f"tensorflow-datasets {name!r} has no (image, label) supervised keys.")
     image_key, label_key = info.supervised_keys
     num_classes = info.features[label_key].num_classes
     image_shape = tuple(info.features[image_key].shape)
-    available = {k: v.num_examples for k, v in dict(info.splits).items()}
-    if not available and _tfds_mocked():
-        # tfds.testing.mock_data without metadata: splits are whatever is asked for.
-        available = {split: int(builder.as_dataset(split=split).cardinality())
-                     for split in ("train", "test")}
     if "train" not in available:
         raise DataError(f"tensorflow-datasets {name!r} has no 'train' split ({sorted(available)}).")
     splits = {"train": Split(available["train"], tfds_split="train")}
@@ -287,34 +298,54 @@ def load_tfds(name, data_dir=None):
     return Source(f"tfds:{name}", splits, num_classes, image_shape, names, tfds_builder=builder)
 
 
-def _tfds_ready(builder):
-    """True when the builder's data is on disk (or tfds.testing.mock_data is on)."""
-    return os.path.isdir(getattr(builder, "data_dir", "") or "") or _tfds_mocked()
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
-def _tfds_mocked():
-    """True inside tfds.testing.mock_data, which replaces `as_dataset` by a function
-    of tfds's testing module serving fake examples without files."""
-    import tensorflow_datasets as tfds
+def _tfds_split_sizes(builder):
+    """({split: number of examples} of the splits ``builder`` serves, why none
+    could be read or None)."""
+    import tensorflow as tf
 
-    as_dataset = tfds.core.DatasetBuilder.as_dataset
-    return getattr(as_dataset, "__module__", "").endswith("testing.mocking")
+    sizes = {split: info.num_examples for split, info in dict(builder.info.splits).items()}
+    if sizes:
+        return sizes, None
+    failure = None
+    for split in ("train", "validation", "test"):
+        try:
+            dataset = builder.as_dataset(split=split, shuffle_files=False)
+        except Exception as error:  # noqa: BLE001 - tfds raises AssertionError, ValueError & co
+            failure = failure or _first_line(error)
+            continue
+        count = int(dataset.cardinality())
+        if count == tf.data.INFINITE_CARDINALITY:
+            raise DataError(f"The {split!r} split of tensorflow-datasets {builder.name!r} "
+                            "is infinite.")
+        if count == tf.data.UNKNOWN_CARDINALITY:
+            count = int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+        sizes[split] = count
+    return sizes, failure
 
 
 # ------------------------------------------------------------------------ entry
 
 
 def get_source(spec, data_dir=None):
-    """A `Source` from a dataset spec (see the module docstring)."""
+    """A `Source` from a dataset spec (see the module docstring); ``data_dir`` is
+    the Fashion-MNIST directory or the tensorflow-datasets ``data_dir``."""
     if not isinstance(spec, str) or not spec:
-        raise DataError(f"--dataset must be a non-empty string, got {spec!r}.")
+        raise DataError(f"`spec` must be a non-empty string, got {spec!r}.")
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise DataError(f"`data_dir` {data_dir!r} does not exist. " + HOW_TO_GET_DATA)
     lowered = spec.lower()
     if lowered in ("fashion_mnist", "fashion-mnist"):
         return load_fashion_mnist(data_dir)
     if lowered.startswith("tfds:"):
         name = spec[5:]
         if not name:
-            raise DataError("--dataset tfds:NAME needs a dataset name, e.g. tfds:cifar10.")
+            raise DataError(f"`spec` {spec!r} needs a dataset name after 'tfds:', "
+                            "e.g. 'tfds:cifar10'.")
         return load_tfds(name, data_dir)
     if lowered.startswith("folder:"):
         return load_image_folder(spec[7:])
@@ -323,5 +354,5 @@ def get_source(spec, data_dir=None):
     raise DataError(
         f"Unknown dataset {spec!r}. Use 'fashion_mnist' (offline default), "
         "'folder:PATH' (PATH/train/<class>/*.png, PATH/val/<class>/*.png) or "
-        "'tfds:NAME' with --data-dir. " + HOW_TO_GET_DATA
+        "'tfds:NAME' with `data_dir`. " + HOW_TO_GET_DATA
     )

@@ -13,6 +13,7 @@ Exit status: 0 done, 2 bad input (nothing written or overwritten), 1 failure.
 import argparse
 import json
 import os
+import re
 import sys
 
 from aw_keras.train.run import RunConfig
@@ -23,7 +24,7 @@ def _int_at_least(minimum, flag):
     def parse(text):
         try:
             value = int(text)
-        except (TypeError, ValueError):
+        except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{flag} must be an integer >= {minimum}, got {text!r}") from None
         if value < minimum:
@@ -37,7 +38,7 @@ def _positive_float(flag):
     def parse(text):
         try:
             value = float(text)
-        except (TypeError, ValueError):
+        except ValueError:
             raise argparse.ArgumentTypeError(f"{flag} must be a positive number, got {text!r}") from None
         if not value > 0 or value == float("inf"):
             raise argparse.ArgumentTypeError(f"{flag} must be a positive number, got {text!r}")
@@ -131,6 +132,27 @@ def check_early(args):
         raise UsageError(f"--dataset {spec!r}: directory {spec[7:]!r} does not exist.")
 
 
+# Python arguments of library functions that an option of another name sets:
+# aw_keras.data.get_source(spec, ...) gets --dataset.
+_OPTION_DESTS = {"spec": "dataset"}
+
+
+def option_message(message, parser):
+    """A library error ``message`` as the user of ``parser`` needs it: each
+    `python_argument` in single backticks becomes the option that sets it
+    (`data_dir` -> --data-dir, `resume=True` -> --resume); other text is kept."""
+    actions = {action.dest: action for action in parser._actions if action.option_strings}
+
+    def option(match):
+        name, assignment = match.groups()
+        action = actions.get(_OPTION_DESTS.get(name, name))
+        if action is None or (assignment and action.nargs != 0):
+            return match.group(0)
+        return max(action.option_strings, key=len)  # --help, not -h
+
+    return re.sub(r"`(\w+)(=True)?`", option, message)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -151,7 +173,8 @@ def main(argv=None):
 
         train(config)
     except (UsageError, DataError) as error:
-        print(f"aw-train: error: {error}", file=sys.stderr, flush=True)
+        print(f"aw-train: error: {option_message(str(error), parser)}", file=sys.stderr,
+              flush=True)
         return 2
     return 0
 

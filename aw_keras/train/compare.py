@@ -195,8 +195,8 @@ def _die_with_parent():
 class Runner:
     """Runs aw-train for (model, seed, epochs) jobs, reusing finished ones."""
 
-    def __init__(self, out, dataset, epochs, train_args, jobs, log=print):
-        self.out, self.dataset, self.epochs = out, dataset, epochs
+    def __init__(self, out, dataset, train_args, jobs, log=print):
+        self.out, self.dataset = out, dataset
         self.train_args, self.jobs, self.log = list(train_args), jobs, log
         self._lock = threading.Lock()
         self._children = set()
@@ -530,7 +530,7 @@ def compare(args, train_args, command_line, log=print):
     if len(args.seeds) < 2:
         log("[aw-compare] one seed only: the table is printed, but without a confidence "
             "interval nothing can be said about which model is better.")
-    runner = Runner(args.out, args.dataset, args.epochs, train_args, args.jobs, log=log)
+    runner = Runner(args.out, args.dataset, train_args, args.jobs, log=log)
     start = time.perf_counter()
     # Seed-major order: an interrupted sweep has complete pairs for its first seeds.
     jobs = [(model, seed, args.epochs, False) for seed in args.seeds for model in models]

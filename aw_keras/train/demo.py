@@ -23,8 +23,8 @@ import sys
 from aw_keras.train import compare
 
 DEFAULT_MODELS = ("resnet_cifar", "aw_resnet_cifar")
-# A 3-stage bottleneck ResNet with one block per stage, width 16 (~0.13 M params):
-# 2 models x 3 seeds x 3 epochs on 10k images fit the ~15-minute budget on 2 cores.
+# A 3-stage bottleneck ResNet with one block per stage, width 16 (~0.13 M params),
+# 3 seeds x 3 epochs on the first 10,000 training images (docs/training.md: why).
 PRESET = {
     "--dataset": "fashion_mnist", "--seeds": ["0", "1", "2"], "--epochs": "3",
     "--preset": "small", "--batch-size": "128", "--train-examples": "10000",

@@ -105,6 +105,9 @@ def plot_attention(model, images, labels, class_names, path, max_channels=64):
 
 
 def write_all(out, history, model, source, preset, count):
+    """Writes ``out/plots/curves.png`` and, when ``model`` has AWConv2D layers and
+    ``count`` > 0, ``out/plots/attention_maps.png`` of ``count`` validation images;
+    returns the paths written."""
     from aw_keras.data import sample_images
 
     directory = os.path.join(out, "plots")
@@ -112,8 +115,6 @@ def write_all(out, history, model, source, preset, count):
     written = [plot_curves(history, os.path.join(directory, "curves.png"))]
     if count and aw_layers(model):
         images, labels = sample_images(source, "validation", preset, count)
-        path = plot_attention(model, images, labels, source.class_names,
-                              os.path.join(directory, "attention_maps.png"))
-        if path:
-            written.append(path)
+        written.append(plot_attention(model, images, labels, source.class_names,
+                                      os.path.join(directory, "attention_maps.png")))
     return written

@@ -1,6 +1,9 @@
 """One training run: output directory, model, optimizer, fit, evaluation, files.
 
 `train(config)` is what `aw-train` calls after parsing; see docs/training.md.
+Errors about the settings are `UsageError`s naming the `RunConfig` field at fault
+in single backticks (e.g. "`out` '/x' is not empty"); `aw-train` writes its option
+name there.
 """
 
 import dataclasses
@@ -71,49 +74,51 @@ def prepare_output_dir(config):
 
     Refuses (UsageError, nothing touched) a non-empty directory that is not an
     aw-train run, a run with different settings, and an existing run without
-    ``--resume``.
+    ``config.resume``.
     """
     out = config.out
     run_file = os.path.join(out, RUN_FILE)
     if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out!r} exists and is not a directory.")
+        raise UsageError(f"`out` {out!r} exists and is not a directory.")
     if os.path.isfile(run_file):
         try:
             with open(run_file) as f:
                 previous = json.load(f)["identity"]
         except (OSError, ValueError, KeyError) as error:
             raise UsageError(f"{run_file} is unreadable ({error}); refusing to touch {out!r}. "
-                             "Choose another --out.") from error
+                             "Choose another `out`.") from error
         current = _normalized(config.identity())
         changed = {k: (previous.get(k), current[k]) for k in current if previous.get(k) != current[k]}
         if changed:
             details = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in changed.items())
             raise UsageError(
-                f"--out {out!r} holds a different run ({details}). Nothing was overwritten; "
-                "choose another --out, or repeat the original settings with --resume.")
+                f"`out` {out!r} holds a different run ({details}). Nothing was overwritten; "
+                "choose another `out`, or repeat the original settings with `resume=True`.")
         if not config.resume:
             raise UsageError(
-                f"--out {out!r} already holds this run. Pass --resume to continue it "
-                "(from its last checkpoint) or choose another --out; nothing was overwritten.")
+                f"`out` {out!r} already holds this run. Pass `resume=True` to continue it "
+                "(from its last checkpoint) or choose another `out`; nothing was overwritten.")
         return True
     if os.path.isdir(out) and os.listdir(out):
         raise UsageError(
-            f"--out {out!r} is not empty and holds no aw-train run ({RUN_FILE} missing); "
+            f"`out` {out!r} is not empty and holds no aw-train run ({RUN_FILE} missing); "
             "refusing to write into it. Choose a new or empty directory.")
     if config.resume:
-        log(f"[aw-train] --resume: no run in {out!r} yet, starting a new one.")
+        log(f"[aw-train] resume: no run in {out!r} yet, starting a new one.")
     return False
 
 
 # --------------------------------------------------------------------- setup
 
 
-def make_strategy(name):
+def make_strategy(strategy):
+    """The tf.distribute strategy named ``strategy``: None (the default strategy),
+    "mirrored" or "multiworker"."""
     import tensorflow as tf
 
-    if name is None:
+    if strategy is None:
         return tf.distribute.get_strategy()
-    if name == "mirrored":
+    if strategy == "mirrored":
         replicas = os.environ.get("AW_TRAIN_CPU_REPLICAS")
         if replicas and not tf.config.list_physical_devices("GPU"):
             # CPU-only: split the CPU into logical devices to run (and test) the
@@ -127,12 +132,12 @@ def make_strategy(name):
             devices = [f"/cpu:{i}" for i in range(int(replicas))]
             return tf.distribute.MirroredStrategy(devices)
         return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
+    if strategy == "multiworker":
         if not os.environ.get("TF_CONFIG"):
-            raise UsageError("--strategy multiworker needs the TF_CONFIG environment variable "
-                             "(cluster and task); see docs/training.md.")
+            raise UsageError("`strategy` 'multiworker' needs the TF_CONFIG environment "
+                             "variable (cluster and task); see docs/training.md.")
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise UsageError(f"--strategy must be 'mirrored' or 'multiworker', got {name!r}.")
+    raise UsageError(f"`strategy` must be None, 'mirrored' or 'multiworker', got {strategy!r}.")
 
 
 def worker_role(strategy):
@@ -160,7 +165,7 @@ def build_model(config, source, preset):
         else:
             model = applications.get_model(config.model, **kwargs)
     except (TypeError, ValueError) as error:
-        origin = f" from --init-from {config.init_from!r}" if config.init_from else ""
+        origin = f" from `init_from` {config.init_from!r}" if config.init_from else ""
         raise UsageError(
             f"Cannot build model {config.model!r}{origin} with {kwargs}: {error}") from error
     return float32_outputs(model)
@@ -446,7 +451,7 @@ def train(config):
 
 
 def _file_sha256(path):
-    """SHA-256 of the --init-from file (None for "imagenet" or no file)."""
+    """SHA-256 of the ``init_from`` file (None for "imagenet" or no file)."""
     import hashlib
 
     if not path or not os.path.isfile(path):
@@ -459,7 +464,7 @@ def _file_sha256(path):
 
 
 def initial_evaluation(config, model, source, preset, val_ds, one_hot):
-    """Validation and test metrics of the converted --init-from model before any
+    """Validation and test metrics of the converted ``init_from`` model before any
     training (its "epoch 0"; equal to the source's); kept in metrics.json."""
     from aw_keras import data
 
@@ -473,7 +478,7 @@ def initial_evaluation(config, model, source, preset, val_ds, one_hot):
               "val_top5": float(val["top5"]), "test_loss": float(test["loss"]),
               "top1_error": round(1.0 - float(test["accuracy"]), 6),
               "top5_error": round(1.0 - float(test["top5"]), 6)}
-    log(f"[aw-train] --init-from {config.init_from}: before training val_accuracy "
+    log(f"[aw-train] init_from {config.init_from}: before training val_accuracy "
         f"{result['val_accuracy']:.4f}, test top-1 error {result['top1_error']:.4f}")
     return result
 
@@ -585,10 +590,8 @@ def _train_images_per_second(history):
 
 
 def _gflops(model):
-    try:
-        from aw_keras.utils import count_flops
-    except ImportError:
-        return None
+    from aw_keras.utils import count_flops
+
     try:
         return round(float(count_flops(model)) / 1e9, 6)
     except Exception as error:  # noqa: BLE001 - report, never fail the run on it

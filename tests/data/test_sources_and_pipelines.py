@@ -1,4 +1,4 @@
-"""aw_keras.data: sources (Fashion-MNIST files, image folders, mocked tfds) and the
+"""aw_keras.data: sources (Fashion-MNIST files, image folders, tfds) and the
 deterministic tf.data pipelines. All data is made locally; nothing touches the network."""
 
 import gzip
@@ -165,10 +165,33 @@ def test_imagenet_preset_is_the_papers_recipe_and_pipeline_shapes():
         data.get_preset("cifar")
 
 
+def test_library_errors_name_the_python_argument_not_a_command_line_option(tmp_path):
+    missing = str(tmp_path / "missing")
+    cases = [
+        (lambda: data.get_source(""), "`spec` must be a non-empty string"),
+        (lambda: data.get_source("tfds:"), "`spec` 'tfds:' needs a dataset name"),
+        (lambda: data.get_source("cifar11"), "'tfds:NAME' with `data_dir`"),
+        (lambda: data.get_source("fashion_mnist", missing), f"`data_dir` '{missing}' does not"),
+        (lambda: data.load_fashion_mnist(str(tmp_path)), "Fashion-MNIST files .* are not in"),
+        (lambda: data.train_dataset(_memory_source(), data.get_preset("small"), 64, 0, 0, 1),
+         "Use a smaller `batch_size`"),
+    ]
+    for call, message in cases:
+        with pytest.raises(data.DataError, match=message) as error:
+            call()
+        assert "--dataset" not in str(error.value) and "--data-dir" not in str(error.value)
+        assert "--batch-size" not in str(error.value)
+
+
 def test_tfds_source_under_mock_data_and_unprepared_error(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
-    with pytest.raises(data.DataError, match="not prepared"):
+    with pytest.raises(data.DataError, match="`data_dir` '.*' does not exist"):
+        data.load_tfds("mnist", str(tmp_path / "missing"))
+    with pytest.raises(data.DataError, match="not prepared.*pass DIR as `data_dir`") as error:
         data.get_source("tfds:mnist", str(tmp_path))
+    assert "--data-dir" not in str(error.value)
+    # mock_data serves any split of a builder without split metadata; the source
+    # counts the examples of the splits it is served.
     with tfds.testing.mock_data(num_examples=20):
         source = data.get_source("tfds:mnist", str(tmp_path))
         assert source.num_classes == 10 and source.image_shape == (28, 28, 1)
@@ -178,3 +201,38 @@ def test_tfds_source_under_mock_data_and_unprepared_error(tmp_path):
         assert steps == 4 and len(batches) == 4
         assert batches[0][0].shape == (5, 28, 28, 1)
         assert batches[0][1].numpy().max() < 10
+        assert source.split("validation").num_examples == 20
+
+
+def test_prepared_tfds_dataset_is_read_from_its_files_with_its_split_metadata(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    class AwKerasTinyImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(
+                builder=self, supervised_keys=("image", "label"),
+                features=tfds.features.FeaturesDict({
+                    "image": tfds.features.Image(shape=(8, 8, 1)),
+                    "label": tfds.features.ClassLabel(names=["a", "b", "c"])}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(12), "test": self._generate_examples(6)}
+
+        def _generate_examples(self, count):
+            for i in range(count):
+                yield i, {"image": np.full((8, 8, 1), 20 * i, np.uint8), "label": i % 3}
+
+    AwKerasTinyImages(data_dir=str(tmp_path)).download_and_prepare()
+    # Not registered: tfds.builder finds the prepared files in data_dir.
+    source = data.get_source("tfds:aw_keras_tiny_images", str(tmp_path))
+    assert source.num_classes == 3 and source.class_names == ("a", "b", "c")
+    assert source.image_shape == (8, 8, 1)
+    assert {k: (v.num_examples, v.tfds_split) for k, v in source.splits.items()} == {
+        "train": (12, "train"), "validation": (6, "test"), "test": (6, "test")}
+    preset = data.get_preset("small")
+    ds, steps = data.train_dataset(source, preset, 4, 0, 0, 1)
+    assert steps == 3 and len(list(ds)) == 3
+    _, labels = next(iter(data.eval_dataset(source, "test", preset, 6)))
+    assert sorted(labels.numpy()) == [0, 0, 1, 1, 2, 2]
