@@ -1,18 +1,23 @@
 """Export to SavedModel (TF Serving), TFLite/LiteRT and ONNX, with verification.
 
-Installed as ``aw_keras.export``.
+Installed as ``aw_keras.export``. `export_model` rewrites a model into a new
+one in a target's export form (`aw_keras.export.policy`); the exporters call
+it and write the artifact; `verify` runs an artifact in its runtime.
 
 >>> from aw_keras.export import export_saved_model, export_tflite, export_onnx, verify
 """
 
+from aw_keras.export.common import ExportError
+from aw_keras.export.layers import AWConvExport
 from aw_keras.export.onnx import export_onnx
-from aw_keras.export.prepare import ExportError
-from aw_keras.export.prepare import exportable
+from aw_keras.export.policy import ExportPolicy
+from aw_keras.export.policy import policy_for
 from aw_keras.export.saved_model import ImagePreprocessing
 from aw_keras.export.saved_model import export_saved_model
 from aw_keras.export.tflite import count_ops
 from aw_keras.export.tflite import export_tflite
 from aw_keras.export.tflite import list_ops
+from aw_keras.export.transform import export_model
 from aw_keras.export.verify import VerificationResult
 from aw_keras.export.verify import format_table
 from aw_keras.export.verify import verify

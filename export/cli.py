@@ -146,8 +146,8 @@ def run(args):
         if path:
             _check_file(path, what)
 
+    from aw_keras.export import common
     from aw_keras.export import onnx as onnx_export
-    from aw_keras.export import prepare
     from aw_keras.export import saved_model as sm_export
     from aw_keras.export import tflite as tflite_export
     from aw_keras.export.verify import format_table
@@ -155,8 +155,8 @@ def run(args):
     from aw_keras.export.verify import verify
 
     try:
-        out = prepare.check_writable_dir(os.path.abspath(args.out))
-    except prepare.ExportError as error:
+        out = common.check_writable_dir(os.path.abspath(args.out))
+    except common.ExportError as error:
         raise UsageError(str(error)) from None
 
     model = load_model(args)
@@ -172,38 +172,28 @@ def run(args):
             failures.append(f"{label}: {error}")
             print(f"aw-export: {label} failed: {error}", file=sys.stderr)
 
-    saved_dir = None
+    # Every artifact is written from the model through its target's export policy
+    # (aw_keras.export.policy), exactly as the Python API writes it.
     if "saved_model" in formats:
         attempt("saved_model", lambda: sm_export.export_saved_model(
             model, os.path.join(out, "saved_model"), version=args.version,
             implementation=args.implementation, overwrite=args.version is not None))
-        saved_dir = artifacts[-1] if artifacts else None
-
-    def convert_all(source):
-        if "tflite" in formats:
-            for q in quantizations:
-                quantization = QUANTIZATION_NAMES[q]
-                label = quantization or "float32"
-                representative = None
-                if quantization == "int8":
-                    representative = _images(args.calibration_data, model, 32, args.seed + 1)
-                # quantized variants convert from the model so that BatchNorms
-                # after AWConv2D are folded first (see prepare.folded_batch_norms)
-                origin = model if quantization in ("int8", "dynamic_range") else source
-                attempt(f"tflite {label}", lambda q=quantization, r=representative, l=label, o=origin: tflite_export.export_tflite(
-                    o, os.path.join(out, f"{name}_{l}.tflite"), quantization=q,
-                    representative_data=r, io_dtype=args.io_dtype, implementation=args.implementation))
-        if "onnx" in formats:
-            attempt("onnx", lambda: onnx_export.export_onnx(
-                source, os.path.join(out, f"{name}.onnx"), opset=args.opset,
-                implementation=args.implementation))
-
-    if "tflite" in formats or "onnx" in formats:
-        if saved_dir is not None:
-            convert_all(saved_dir)
-        else:
-            with prepare.temporary_saved_model(model, args.implementation) as temp_dir:
-                convert_all(temp_dir)
+    if "tflite" in formats:
+        for q in quantizations:
+            quantization = QUANTIZATION_NAMES[q]
+            label = quantization or "float32"
+            representative = None
+            if quantization == "int8":
+                representative = _images(args.calibration_data, model, 32, args.seed + 1)
+            attempt(f"tflite {label}", lambda q=quantization, r=representative, l=label: (
+                tflite_export.export_tflite(
+                    model, os.path.join(out, f"{name}_{l}.tflite"), quantization=q,
+                    representative_data=r, io_dtype=args.io_dtype,
+                    implementation=args.implementation)))
+    if "onnx" in formats:
+        attempt("onnx", lambda: onnx_export.export_onnx(
+            model, os.path.join(out, f"{name}.onnx"), opset=args.opset,
+            implementation=args.implementation))
 
     results = []
     for path in artifacts:
@@ -213,10 +203,10 @@ def run(args):
             failures.append(f"verify {path}: {error}")
     table = format_table(results)
     print(table)
-    with prepare.atomic_path(os.path.join(out, "verification.md")) as temp:
+    with common.atomic_path(os.path.join(out, "verification.md")) as temp:
         with open(temp, "w") as handle:
             handle.write(table + "\n")
-    with prepare.atomic_path(os.path.join(out, "verification.json")) as temp:
+    with common.atomic_path(os.path.join(out, "verification.json")) as temp:
         with open(temp, "w") as handle:
             json.dump({"results": [r.as_dict() for r in results], "failures": failures}, handle, indent=2)
     failed = [r for r in results if not r.passed]

@@ -9,7 +9,8 @@ Example:
 
 import os
 
-from aw_keras.export import prepare
+from aw_keras.export import common
+from aw_keras.export.transform import export_model
 
 DEFAULT_OPSET = 17
 
@@ -45,14 +46,16 @@ def convert_saved_model(saved_model_dir, path, opset=DEFAULT_OPSET):
     return proto
 
 
-def export_onnx(model, path, opset=DEFAULT_OPSET, implementation=prepare.DEFAULT_IMPLEMENTATION):
+def export_onnx(model, path, opset=DEFAULT_OPSET, implementation=None):
     """Exports ``model`` (or a SavedModel directory) to an ONNX file.
 
     Args:
-        model: a Keras model, or a SavedModel directory (its ``serving_default``).
+        model: a Keras model (rewritten by `export_model` for the target
+            ``"onnx"`` first), or a SavedModel directory (its ``serving_default``).
         path: the .onnx file to write (atomically).
         opset: ONNX opset (default 17).
-        implementation: AWConv2D strategy to trace with (see `prepare.exportable`).
+        implementation: the form of the AWConv2D layers, ``"taps"`` (default)
+            or ``"matmul"`` (see `aw_keras.export.policy`).
 
     Returns:
         ``path``. Input and output names are the signature's (``images`` ->
@@ -60,16 +63,18 @@ def export_onnx(model, path, opset=DEFAULT_OPSET, implementation=prepare.DEFAULT
     """
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 9:
         raise ValueError(f"`opset` must be an int >= 9, received opset={opset!r}.")
-    with prepare.temporary_saved_model(model, implementation) as saved_model_dir:
-        with prepare.atomic_path(path) as temp:
+    if not isinstance(model, (str, os.PathLike)):
+        model = export_model(model, "onnx", implementation=implementation)
+    with common.temporary_saved_model(model) as saved_model_dir:
+        with common.atomic_path(path) as temp:
             try:
                 proto = convert_saved_model(saved_model_dir, temp, opset)
             except Exception as error:
-                raise prepare.ExportError(f"ONNX conversion failed: {error}") from error
+                raise common.ExportError(f"ONNX conversion failed: {error}") from error
             batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
             if batch.HasField("dim_value"):
-                raise prepare.ExportError(
+                raise common.ExportError(
                     f"The ONNX batch dimension was frozen to {batch.dim_value}; refusing to write it."
                 )
-    prepare.log(f"wrote ONNX (opset {opset}) {os.fspath(path)}")
+    common.log(f"wrote ONNX (opset {opset}) {os.fspath(path)}")
     return os.fspath(path)

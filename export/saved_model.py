@@ -23,7 +23,9 @@ import re
 import keras
 import tensorflow as tf
 
-from aw_keras.export import prepare
+from aw_keras.export import common
+from aw_keras.export.transform import aw_layers
+from aw_keras.export.transform import export_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,62 +79,56 @@ def _signature_key(name):
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
-def write_serving_saved_model(
-    model,
-    path,
-    implementation=prepare.DEFAULT_IMPLEMENTATION,
-    preprocessing=None,
-    attention_signature=False,
-    output_key=None,
-):
-    """Writes a SavedModel directly at ``path`` (no versioning, not atomic)."""
+def write_serving_saved_model(model, path, preprocessing=None, attention_signature=False,
+                              output_key=None):
+    """Writes a SavedModel of ``model`` as it is directly at ``path`` (no
+    versioning, not atomic); pass a model from `export_model`."""
     preprocessing = _resolve_preprocessing(preprocessing)
-    output_key = output_key or prepare.output_name(model)
-    spec = prepare.image_spec(model)
-    with prepare.exportable(model, implementation):
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        if preprocessing is None:
-            serve = prepare.serving_function(model, output_key)
-            archive.add_endpoint("serving_default", serve, input_signature=[spec])
-        else:
-            size = tuple(spec.shape[1:3])
-            size = None if None in size else size
-            raw_spec = tf.TensorSpec(
-                (None, None, None, spec.shape[3]), tf.as_dtype(preprocessing.input_dtype), name="images"
+    output_key = output_key or common.output_name(model)
+    spec = common.image_spec(model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    if preprocessing is None:
+        serve = common.serving_function(model, output_key)
+        archive.add_endpoint("serving_default", serve, input_signature=[spec])
+    else:
+        size = tuple(spec.shape[1:3])
+        size = None if None in size else size
+        raw_spec = tf.TensorSpec(
+            (None, None, None, spec.shape[3]), tf.as_dtype(preprocessing.input_dtype), name="images"
+        )
+
+        def serve_raw(images):
+            outputs = model(preprocessing(images, size), training=False)
+            return {output_key: outputs}
+
+        archive.add_endpoint("serving_default", tf.function(serve_raw), input_signature=[raw_spec])
+    if attention_signature:
+        layers = aw_layers(model)
+        if not layers:
+            raise common.ExportError(
+                f"`attention_signature=True` but {model.name!r} has no AWConv2D layer."
             )
+        try:
+            features = keras.Model(model.inputs, [layer.input for layer in layers])
+        except (AttributeError, ValueError) as error:
+            raise common.ExportError(
+                "The attention_maps signature needs each AWConv2D to be called once in a "
+                f"functional model: {error}"
+            ) from None
+        archive.track(features)
 
-            def serve_raw(images):
-                outputs = model(preprocessing(images, size), training=False)
-                return {output_key: outputs}
+        def attention(images):
+            inputs = features(images, training=False)
+            if len(layers) == 1:
+                inputs = [inputs]
+            return {
+                _signature_key(layer.name): layer.attention_maps(x, training=False)
+                for layer, x in zip(layers, inputs)
+            }
 
-            archive.add_endpoint("serving_default", tf.function(serve_raw), input_signature=[raw_spec])
-        if attention_signature:
-            layers = prepare.aw_layers(model)
-            if not layers:
-                raise prepare.ExportError(
-                    f"`attention_signature=True` but {model.name!r} has no AWConv2D layer."
-                )
-            try:
-                features = keras.Model(model.inputs, [layer.input for layer in layers])
-            except (AttributeError, ValueError) as error:
-                raise prepare.ExportError(
-                    "The attention_maps signature needs each AWConv2D to be called once in a "
-                    f"functional model: {error}"
-                ) from None
-            archive.track(features)
-
-            def attention(images):
-                inputs = features(images, training=False)
-                if len(layers) == 1:
-                    inputs = [inputs]
-                return {
-                    _signature_key(layer.name): layer.attention_maps(x, training=False)
-                    for layer, x in zip(layers, inputs)
-                }
-
-            archive.add_endpoint("attention_maps", tf.function(attention), input_signature=[spec])
-        archive.write_out(os.fspath(path), verbose=False)
+        archive.add_endpoint("attention_maps", tf.function(attention), input_signature=[spec])
+    archive.write_out(os.fspath(path), verbose=False)
     return os.fspath(path)
 
 
@@ -143,7 +139,7 @@ def export_saved_model(
     preprocessing=None,
     attention_signature=False,
     output_key=None,
-    implementation=prepare.DEFAULT_IMPLEMENTATION,
+    implementation=None,
     overwrite=False,
 ):
     """Exports ``model`` as ``path/<version>/`` for TF Serving.
@@ -158,7 +154,7 @@ def export_saved_model(
         attention_signature: also export an ``attention_maps`` signature.
         output_key: output name; default ``"probabilities"`` after a softmax,
             else ``"logits"``.
-        implementation: AWConv2D strategy to trace with (see `prepare.exportable`).
+        implementation: AWConv2D strategy to trace with (see `common.exportable`).
         overwrite: replace an existing version directory (atomically).
 
     Returns:
@@ -171,17 +167,17 @@ def export_saved_model(
         raise ValueError(f"`version` must be a positive int, received version={version!r}.")
     target = os.path.join(path, str(version))
     if os.path.exists(target) and not overwrite:
-        raise prepare.ExportError(
+        raise common.ExportError(
             f"{target!r} already exists. Pass a new `version`, or overwrite=True to replace it."
         )
-    with prepare.atomic_path(target, is_dir=True) as temp:
+    exported = export_model(model, "saved_model", implementation=implementation)
+    with common.atomic_path(target) as temp:
         write_serving_saved_model(
-            model,
+            exported,
             temp,
-            implementation=implementation,
             preprocessing=preprocessing,
             attention_signature=attention_signature,
             output_key=output_key,
         )
-    prepare.log(f"wrote SavedModel {target}")
+    common.log(f"wrote SavedModel {target}")
     return target

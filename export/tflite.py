@@ -21,11 +21,11 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from aw_keras.export import prepare
+from aw_keras.export import common
+from aw_keras.export.policy import QUANTIZATIONS  # noqa: F401  (part of this module's API)
+from aw_keras.export.policy import tflite_target
+from aw_keras.export.transform import export_model
 
-QUANTIZATIONS = (None, "float16", "dynamic_range", "int8")
-# Quantizations whose export folds the BatchNorm after each AWConv2D by default.
-FOLDED_BY_DEFAULT = (None, "float16", "int8")
 IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
 
 
@@ -152,10 +152,7 @@ def _representative(data, spec):
 
 def convert_saved_model(saved_model_dir, quantization=None, representative_data=None, io_dtype="int8"):
     """Converts a SavedModel directory to .tflite bytes (builtins only)."""
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(
-            f"`quantization` must be one of {QUANTIZATIONS}, received quantization={quantization!r}."
-        )
+    tflite_target(quantization)  # validates
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"`io_dtype` must be one of {tuple(IO_DTYPES)}, received {io_dtype!r}.")
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
@@ -179,16 +176,16 @@ def convert_saved_model(saved_model_dir, quantization=None, representative_data=
         message = str(error)
         ops = _unsupported_ops(message)
         if ops:
-            raise prepare.ExportError(
+            raise common.ExportError(
                 f"TFLite builtins cannot express op(s) {ops} (quantization={quantization!r}). "
                 "They would need Flex/SELECT_TF_OPS, which ai_edge_litert and most mobile "
                 "runtimes cannot run, so the export is refused. Replace those ops in the "
                 "model with builtin-convertible ones."
             ) from error
-        raise prepare.ExportError(f"TFLite conversion failed: {message[-2000:]}") from error
+        raise common.ExportError(f"TFLite conversion failed: {message[-2000:]}") from error
     flex = [op for op in list_ops(content) if op.startswith("Flex")]
     if flex:
-        raise prepare.ExportError(f"The converted model contains Flex ops {flex}; refusing to write it.")
+        raise common.ExportError(f"The converted model contains Flex ops {flex}; refusing to write it.")
     return content
 
 
@@ -198,7 +195,7 @@ def export_tflite(
     quantization=None,
     representative_data=None,
     io_dtype="int8",
-    implementation=prepare.DEFAULT_IMPLEMENTATION,
+    implementation=None,
     fold_batch_norms=None,
     clip_blocks=None,
     split_residual=None,
@@ -206,8 +203,9 @@ def export_tflite(
     """Exports ``model`` (or a SavedModel directory) to a .tflite file.
 
     Args:
-        model: a Keras model, or the path of a SavedModel directory whose
-            ``serving_default`` signature is converted as is.
+        model: a Keras model, rewritten by `export_model` for the target
+            ``tflite_<quantization>`` first; or the path of a SavedModel
+            directory whose ``serving_default`` signature is converted as is.
         path: the .tflite file to write (atomically).
         quantization: None (float32), ``"float16"`` (float16 weights),
             ``"dynamic_range"`` (int8 weights, float activations) or ``"int8"``
@@ -216,55 +214,31 @@ def export_tflite(
             callable generator as TFLiteConverter expects.
         io_dtype: for int8: ``"int8"`` (default), ``"uint8"`` or ``"float32"``
             input and output tensors.
-        implementation: AWConv2D strategy to trace with (see `prepare.exportable`).
-        fold_batch_norms: fold each BatchNormalization that follows an AWConv2D
-            into its kernel first (`prepare.folded_batch_norms`, exact up to
-            float rounding). None (default): for float32, float16 and int8. In
-            float it saves one MUL pass over each AW layer's output (measured
-            2-2.5 % of AW-MobileNet's TFLite latency); in int8 it also gives the
-            conv output a per-channel scale. Not for dynamic-range, whose
-            agreement was measured unfolded (float activations: the folding
-            only moves rounding there).
-        clip_blocks: trace each pointwise ``AWConv2D -> BatchNorm -> ReLU(6)``
-            in its exact clipped form, so that int8 quantizes every activation
-            of the block over the ReLU's range (`aw_keras.export.clipped_blocks`;
-            needs the folding). None (default): only for "int8".
-        split_residual: trace every other residual-mode AWConv2D as
-            ``conv(x, K) + attention taps`` so that the main term rounds once
-            in int8 (`aw_keras.export.residual_split`; one more conv per layer:
-            slower, more faithful). None (default): only for "int8".
+        implementation, fold_batch_norms, clip_blocks, split_residual: override
+            the target's `aw_keras.export.policy.ExportPolicy`; None (default)
+            keeps the policy table's choice.
 
     Returns:
         ``path``.
     """
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(
-            f"`quantization` must be one of {QUANTIZATIONS}, received quantization={quantization!r}."
-        )
-    if fold_batch_norms is None:
-        fold_batch_norms = quantization in FOLDED_BY_DEFAULT
-    if clip_blocks is None:
-        clip_blocks = quantization == "int8" and fold_batch_norms
-    if split_residual is None:
-        split_residual = quantization == "int8" and fold_batch_norms
-    for name, value in (("clip_blocks", clip_blocks), ("split_residual", split_residual)):
-        if value and not fold_batch_norms:
-            raise ValueError(f"`{name}=True` needs `fold_batch_norms=True` (it is built from the "
-                             "folded BatchNorm), received fold_batch_norms=False.")
-    with prepare.temporary_saved_model(
-        model, implementation, fold_batch_norms=fold_batch_norms, clip_blocks=clip_blocks,
-        split_residual=split_residual,
-    ) as saved_model_dir:
+    target = tflite_target(quantization)
+    if isinstance(model, (str, os.PathLike)):
+        source = model
+    else:
+        source = export_model(model, target, implementation=implementation,
+                              fold_batch_norms=fold_batch_norms, clip_blocks=clip_blocks,
+                              split_residual=split_residual)
+    with common.temporary_saved_model(source) as saved_model_dir:
         content = convert_saved_model(saved_model_dir, quantization, representative_data, io_dtype)
-    with prepare.atomic_path(path) as temp:
+    with common.atomic_path(path) as temp:
         with open(temp, "wb") as handle:
             handle.write(content)
-    prepare.log(f"wrote TFLite ({quantization or 'float32'}) {os.fspath(path)}, {len(content)} bytes")
+    common.log(f"wrote TFLite ({quantization or 'float32'}) {os.fspath(path)}, {len(content)} bytes")
     if quantization == "int8":
         flat = near_constant_activations(content)
         if flat:
             shown = ", ".join(flat[:3]) + (f" and {len(flat) - 3} more" if len(flat) > 3 else "")
-            prepare.log(
+            common.log(
                 f"warning: {len(flat)} activation tensor(s) had a ~0 range over the calibration "
                 f"data ({shown}); XNNPACK will likely refuse this int8 model and LiteRT fall "
                 f"back to slower reference kernels. Typical of random-init weights: calibrate "

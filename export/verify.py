@@ -7,8 +7,9 @@ SavedModel directories, ``ai_edge_litert`` for .tflite, ``onnxruntime`` for
 
 Reported: max abs error, relative error (max abs error / max |Keras output|),
 top-1 agreement, batch-1 latency (median, ms) and artifact size. The check
-applied depends on the artifact: max abs error <= 1e-4 for float32 artifacts,
-<= 1e-2 for float16, top-1 agreement >= 0.95 for dynamic-range and int8.
+applied is the artifact's target's in `aw_keras.export.policy` (max abs error
+<= 1e-4 for float32 artifacts, <= 1e-2 for float16, top-1 agreement >= 0.95 for
+dynamic-range and int8).
 
 Example:
 
@@ -26,14 +27,10 @@ import time
 
 import numpy as np
 
-from aw_keras.export import prepare
+from aw_keras.export import common
+from aw_keras.export.policy import artifact_target
+from aw_keras.export.policy import policy_for
 
-TOLERANCES = {
-    "float32": ("max_abs_error", 1e-4),
-    "float16": ("max_abs_error", 1e-2),
-    "dynamic_range": ("top1_agreement", 0.95),
-    "int8": ("top1_agreement", 0.95),
-}
 
 
 @dataclasses.dataclass
@@ -224,8 +221,8 @@ def compare(outputs, reference):
     return abs_error, rel_error, agreement
 
 
-def _judge(precision, abs_error, agreement, tolerance=None):
-    metric, bound = TOLERANCES[precision]
+def _judge(kind, precision, abs_error, agreement, tolerance=None):
+    metric, bound = policy_for(artifact_target(kind, precision)).check
     if tolerance is not None:
         bound = tolerance
     if metric == "max_abs_error":
@@ -282,7 +279,7 @@ def verify(
         agreements.append(g)
     agreement = float(min(agreements)) if agreements else 1.0
     latency = measure_latency(runner, inputs[:1], latency_repeats) if latency_repeats else float("nan")
-    check, passed = _judge(runner.precision, abs_error, agreement, tolerance)
+    check, passed = _judge(kind, runner.precision, abs_error, agreement, tolerance)
     return VerificationResult(
         format=kind,
         path=path,
@@ -322,7 +319,7 @@ def saved_model_cli(*args, timeout=300):
         env=env,
     )
     if done.returncode != 0:
-        raise prepare.ExportError(
+        raise common.ExportError(
             f"saved_model_cli {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}"
         )
     return done.stdout
@@ -342,10 +339,10 @@ def _verify_saved_model_cli(path, inputs, reference, tolerance):
         )
         files = sorted(os.listdir(out_dir))
         if len(files) != 1:
-            raise prepare.ExportError(f"saved_model_cli wrote {files}, expected one output.")
+            raise common.ExportError(f"saved_model_cli wrote {files}, expected one output.")
         outputs = np.load(os.path.join(out_dir, files[0]))
     abs_error, rel_error, agreement = compare(outputs, reference)
-    check, passed = _judge("float32", abs_error, agreement, tolerance)
+    check, passed = _judge("saved_model", "float32", abs_error, agreement, tolerance)
     return VerificationResult(
         format="saved_model_cli",
         path=path,

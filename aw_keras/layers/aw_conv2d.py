@@ -275,13 +275,12 @@ class AWConv2D(keras.layers.Layer):
         value per group of ``r_C1`` channels (G1 = C1 / r_C1; 1 by default).
 
         Every computation of the layer starts from it: `attention_scale`,
-        `attention_maps`, `call`, and the export forms in ``aw_keras.export``.
+        `attention_maps`, `call`, and the export layers of ``aw_keras.export``.
         """
-        exporting = aw_kernels.exporting()
-        pooled = adaptive_average_pool(inputs, self.pooled_size, sliced=exporting)
-        hidden = self._pointwise(self.squeeze_conv, pooled, exporting)
+        pooled = adaptive_average_pool(inputs, self.pooled_size, sliced=self._export_ops)
+        hidden = self._pointwise(self.squeeze_conv, pooled)
         hidden = tf.nn.relu(self.squeeze_bn(hidden, training=training))
-        excited = self._pointwise(self.excite_conv, hidden, exporting)
+        excited = self._pointwise(self.excite_conv, hidden)
         excited = tf.sigmoid(self.excite_bn(excited, training=training))
         # Eq. 8: flat channel index = p_group * G1 + c1_group (C2-major).
         ph, pw = self.pooled_size
@@ -294,16 +293,16 @@ class AWConv2D(keras.layers.Layer):
         grouped = aw_kernels.repeat_axis(grouped, 2, self.spatial_reduction)
         return aw_kernels.repeat_axis(grouped, 4, self.output_channel_reduction)
 
-    @staticmethod
-    def _pointwise(conv, features, exporting):
-        """``conv(features)`` for a bias-free 1x1 Conv2D on the small pooled map.
+    # The export layers (aw_keras.export) trace the attention branch with the ops
+    # the converters quantize best: sliced pooling, CONV_2D for the pointwise
+    # convs, ADD chains instead of ADD_N.
+    _export_ops = False
 
-        Outside export tracing this is one MATMUL with the layer's own kernel:
-        a oneDNN convolution call on a 3x3 map cost ~0.1 ms, several times the
-        product itself (AWConv2D at 14x14x256: 1.28x -> 1.25x Conv2D). Exported
-        graphs keep the CONV_2D ops the TFLite/ONNX paths were validated with.
-        """
-        if exporting:
+    def _pointwise(self, conv, features):
+        """``conv(features)`` for a bias-free 1x1 Conv2D on the small pooled map:
+        one MATMUL with the conv's own kernel (cheaper than a convolution call
+        on a 3x3 map, docs/speed.md), or the conv itself in the export layers."""
+        if self._export_ops:
             return conv(features)
         kernel = tf.cast(conv.kernel, features.dtype)
         channels_in, channels_out = kernel.shape[2], kernel.shape[3]
@@ -342,12 +341,16 @@ class AWConv2D(keras.layers.Layer):
     def resolved_implementation(self, input_shape, training=False, xla=None, fused=None):
         """The strategy ``implementation="auto"`` picks for ``input_shape``.
 
-        ``xla=None`` asks whether this is being traced for XLA right now;
-        ``fused=None`` whether the fused kernel may be used now
-        (`aw_kernels.fused_allowed` for the layer's compute dtype).
+        ``training=None`` means nobody said (see `aw_kernels.portable_trace`:
+        such a trace with an unknown batch, or any trace while a SavedModel is
+        written, gets the portable ``taps``). ``xla=None`` asks whether this is
+        being traced for XLA right now; ``fused=None`` whether the fused kernel
+        may be used now (`aw_kernels.fused_allowed` for the compute dtype).
         """
         if self.implementation != "auto":
             return self.implementation
+        if aw_kernels.portable_trace(input_shape[0], training):
+            return aw_kernels.PORTABLE
         if xla is None:
             xla = aw_kernels.in_xla_context()
         if fused is None:
@@ -361,8 +364,10 @@ class AWConv2D(keras.layers.Layer):
     def call(self, inputs, training=None):
         scale = self.attention_scale(inputs, training)
         kernel = tf.cast(self.kernel, self.compute_dtype)
-        strategy = aw_kernels.STRATEGIES[self.resolved_implementation(inputs.shape, training)]
-        outputs = strategy(inputs, kernel, scale, self.geometry, training=bool(training))
+        name = self.resolved_implementation(inputs.shape, training)
+        outputs = aw_kernels.STRATEGIES[name](
+            inputs, kernel, scale, self.geometry, training=bool(training)
+        )
         if self.use_bias:
             outputs = outputs + tf.cast(self.bias, self.compute_dtype)
         if self.activation is not None:

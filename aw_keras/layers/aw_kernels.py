@@ -34,8 +34,6 @@ TensorShape([2, 8, 8, 6])
 """
 
 import collections
-import contextlib
-import contextvars
 import functools
 
 import tensorflow as tf
@@ -47,34 +45,12 @@ ConvGeometry = collections.namedtuple(
     "ConvGeometry", ["kernel_size", "strides", "dilation_rate", "padding"]
 )
 
-_EXPORT_OPS = contextvars.ContextVar("aw_keras_export_ops", default=False)
 
-
-@contextlib.contextmanager
-def export_friendly_ops():
-    """Context in which AWConv2D traces to ops that TFLite runs best.
-
-    Inside it the nine tap partials are summed by a chain of ADDs (int8 TFLite
-    has no int8 ADD_N kernel, so ADD_N made the converter wrap every AW layer in
-    DEQUANTIZE / float ADD_N / QUANTIZE) and uneven pooling bins use slices and
-    MEAN (``adaptive_average_pool(..., sliced=True)``). Same numbers up to float
-    rounding; the exporters trace inside it.
-    """
-    token = _EXPORT_OPS.set(True)
-    try:
-        yield
-    finally:
-        _EXPORT_OPS.reset(token)
-
-
-def exporting():
-    """True inside `export_friendly_ops`."""
-    return _EXPORT_OPS.get()
-
-
-def sum_partials(partials):
-    """``tf.add_n`` (one pass in TensorFlow), or a chain of ADDs when exporting."""
-    if len(partials) == 1 or not exporting():
+def sum_partials(partials, add_chain=False):
+    """``tf.add_n`` (one pass in TensorFlow), or with ``add_chain`` a chain of
+    ADDs: int8 TFLite has no int8 ADD_N kernel, so the export layers sum their
+    tap partials that way."""
+    if len(partials) == 1 or not add_chain:
         return tf.add_n(partials)
     total = partials[0]
     for partial in partials[1:]:
@@ -188,12 +164,13 @@ def per_sample_kernels(kernel, scale):
     return kernel[None] * repeat_axis(scale, 3, channels_in // groups)
 
 
-def taps(inputs, kernel, scale, geometry, training=False):
+def taps(inputs, kernel, scale, geometry, training=False, add_chain=False):
     """Tap decomposition: one 1x1 product per tap (and input-channel group).
 
     For training with one input-channel group and a kernel much deeper than the
     output is large (ResNet's last stage), the taps go through one batched
-    matmul instead, whose backward pass was measured faster there.
+    matmul instead (its backward pass is the faster one there, docs/speed.md).
+    ``add_chain`` sums the partials by ADDs instead of one ADD_N (`sum_partials`).
     """
     padded, out_size = pad_for_taps(inputs, geometry)
     kh, kw, channels_in, channels_out = kernel.shape
@@ -222,7 +199,7 @@ def taps(inputs, kernel, scale, geometry, training=False):
                 partials.append(
                     _grouped_tap(window, kernel[j, k], scale[:, j, k], out_size)
                 )
-    return sum_partials(partials)
+    return sum_partials(partials, add_chain)
 
 
 def _taps_batched(padded, kernel, scale, out_size, geometry):
@@ -258,10 +235,9 @@ def _grouped_tap(window, tap_kernel, tap_scale, out_size):
 def per_sample(inputs, kernel, scale, geometry, training=False):
     """One ordinary convolution per sample with its own kernel AK[l].
 
-    Inference with a static batch unrolls one conv per sample (fastest); training
-    or an unknown batch uses a sequential ``tf.map_fn``, whose backward pass was
-    measured faster here than the unrolled one's (whose many independent
-    backprop ops oversubscribe the CPU).
+    Inference with a static batch unrolls one conv per sample; training or an
+    unknown batch uses a sequential ``tf.map_fn`` (the faster backward pass on
+    CPU, docs/speed.md).
     """
     per_sample_kernel = per_sample_kernels(kernel, scale)
 
@@ -371,21 +347,44 @@ def _gpu_visible():
     return bool(tf.config.list_logical_devices("GPU"))
 
 
+def portable_trace(batch_size, training):
+    """Whether a trace of ``AWConv2D(implementation="auto")`` may leave this
+    process, so that it must use builtin ops in the form every converter turns
+    into its fastest kernels (`PORTABLE`, no custom op, no per-sample loop).
+
+    True while ``tf.saved_model.save`` traces (Keras's ``model.export`` for
+    ``tf_saved_model`` and ``litert``, ``TFLiteConverter.from_keras_model``,
+    any SavedModel later converted by tf2onnx), and for a graph trace with an
+    unknown batch size that nobody said is training or inference
+    (``training=None``): Keras's ``model.export(format="onnx")`` and a
+    hand-written ``tf.function`` over the model. Keras's own ``fit``,
+    ``evaluate`` and ``predict`` always say ``training``, so they keep the
+    fastest strategy.
+    """
+    if in_save_context():
+        return True
+    return training is None and batch_size is None and not tf.executing_eagerly()
+
+
+# The strategy of portable traces: builtin ops, no loop, the FLOPs of a conv.
+PORTABLE = "taps"
+
+
 def fused_allowed(dtype=tf.float32, xla=False):
     """Whether ``auto`` may pick the fused kernel for a trace right now.
 
-    Not under XLA (no XLA kernel), not while tracing for export
-    (`export_friendly_ops`) or ``tf.saved_model.save`` (the graph would need the
-    custom op to load), not on a machine with a GPU (CPU-only kernel), float32
-    only, and only when the kernel builds here (``fused_op.available``).
+    Not under XLA (no XLA kernel), not on a machine with a GPU (CPU-only
+    kernel), float32 only, and only when the kernel builds here
+    (``fused_op.available``). Portable traces (`portable_trace`) never reach
+    this question.
     """
-    return (tf.as_dtype(dtype) == tf.float32 and not xla and not exporting()
-            and not in_save_context() and not _gpu_visible() and fused_op.available())
+    return (tf.as_dtype(dtype) == tf.float32 and not xla and not _gpu_visible()
+            and fused_op.available())
 
 
 def choose_strategy(input_shape, kernel_shape, geometry, training=False, xla=False,
                     fused=False):
-    """The fastest exact strategy for a configuration (measured, see docs/speed.md).
+    """The fastest exact strategy for a configuration (docs/speed.md has the tables).
 
     Per-sample kernels cost N*kh*kw*C1*C2 extra elements, tap decomposition about
     N*kh*kw*Ho*Wo*C2: per-sample convs win when the output has many more positions
@@ -393,9 +392,8 @@ def choose_strategy(input_shape, kernel_shape, geometry, training=False, xla=Fal
     allowed, see `fused_allowed`) it is used for every k x k training step and
     for inference, except ``per_sample`` for a static batch where the output has
     at least 8 positions per input channel (56x56x64). Under XLA, training through
-    ``per_sample``'s ``tf.map_fn`` was measured 36-40x slower than the plain conv,
-    so XLA training uses ``matmul`` there (1.6-1.8x the XLA conv) and ``taps``
-    where the kernel is much deeper than the output is large (1.1-1.2x).
+    ``per_sample``'s ``tf.map_fn`` is slow, so XLA training uses ``matmul``, or
+    ``taps`` where the kernel is much deeper than the output is large.
 
     >>> geometry = ConvGeometry((3, 3), (1, 1), (1, 1), "same")
     >>> choose_strategy((16, 56, 56, 64), (3, 3, 64, 64), geometry)
@@ -417,9 +415,8 @@ def choose_strategy(input_shape, kernel_shape, geometry, training=False, xla=Fal
         return "taps" if channels_in >= 2 * oh * ow else "matmul"
     per_sample_wins = 4 * channels_in <= oh * ow
     if fused:
-        # Inference: oneDNN's per-sample convs still edge out the fused kernel
-        # plus its attention branch where the output is much larger than the
-        # kernel is deep (56x56x64: 1.28x vs 1.34x); not at 28x28x128 (1.29x vs 1.20x).
+        # Inference: oneDNN's per-sample convs edge out the fused kernel where the
+        # output is much larger than the kernel is deep (docs/speed.md).
         if training or input_shape[0] is None or 8 * channels_in > oh * ow:
             return "fused"
         return "per_sample"

@@ -7,14 +7,10 @@ Only ops that convert to TFLite builtins and ONNX with a dynamic batch are used:
 ``reduce_mean`` for a 1x1 output, ``avg_pool2d`` when the bins are equal,
 otherwise (e.g. 56, 28, 14, 7 -> 3 in ResNet50, or unknown sizes) two
 broadcasting matrix products with the bin matrices, rows then columns (constant
-when the input size is static). ``einsum`` with the same matrices was tried
-first: with a dynamic batch the TFLite converter lowered it to RESHAPEs whose
-static shape held a -1 and the .tflite failed to load ("BytesRequired number of
-elements overflowed"); it was also 3x slower than these MATMULs in training.
-With ``sliced=True`` (what AWConv2D asks for while exporting) uneven static bins
-are a strided slice and ``reduce_mean`` each: 3x slower in TensorFlow, but int8
-TFLite quantizes MEAN more faithfully (top-1 agreement of a trained AW-ResNet
-0.97 with MEAN, 0.94 with BATCH_MATMUL). Same numbers in float up to rounding.
+when the input size is static). With ``sliced=True`` (the export layers of
+``aw_keras.export``) uneven static bins are a strided slice and ``reduce_mean``
+each: slower in TensorFlow, quantized more faithfully in int8 TFLite. Same
+numbers up to float rounding; docs/export.md has the measurements.
 
 Example:
 

@@ -54,8 +54,14 @@ def test_end_to_end_subprocess(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     import re
 
-    assert re.search(r"switched (\d+) of \1 AWConv2D layers from implementation \['auto'\] to \['taps'\]",
-                     done.stdout), done.stdout[:2000]
+    # each artifact from the model through its own target's policy
+    for target, folded in (("saved_model", 0), ("tflite_float32", None), ("tflite_float16", None),
+                           ("onnx", 0)):
+        match = re.search(rf"{target}: (\d+) AWConv2D as \['taps'\], (\d+) BatchNorm folded",
+                          done.stdout)
+        assert match, (target, done.stdout[:3000])
+        assert int(match.group(1)) > 0
+        assert int(match.group(2)) == (int(match.group(1)) if folded is None else folded)
     assert "| artifact | format |" in done.stdout
     names = sorted(os.listdir(out))
     assert names == ["aw_resnet_cifar.onnx", "aw_resnet_cifar_float16.tflite", "aw_resnet_cifar_float32.tflite",
@@ -69,9 +75,9 @@ def test_end_to_end_subprocess(tmp_path):
 
 
 def test_keras_file_and_failed_check_exit_1(tmp_path, capsys, monkeypatch):
-    import aw_keras.export.verify  # noqa: F401  (the package exports a function of the same name)
+    import dataclasses
 
-    module = sys.modules["aw_keras.export.verify"]
+    from aw_keras.export import policy
     inputs = keras.Input((16, 16, 3))
     from aw_keras.layers import AWConv2D
 
@@ -81,7 +87,8 @@ def test_keras_file_and_failed_check_exit_1(tmp_path, capsys, monkeypatch):
     path = tmp_path / "tiny.keras"
     model.save(path)
     # a bound no artifact can meet: the command must report FAIL and exit 1
-    monkeypatch.setitem(module.TOLERANCES, "float32", ("max_abs_error", -1.0))
+    monkeypatch.setitem(policy.TARGETS, "tflite_float32", dataclasses.replace(
+        policy.TARGETS["tflite_float32"], check=("max_abs_error", -1.0)))
     code, out, err = run_main([str(path), "--formats", "tflite", "--out", str(tmp_path / "o")], capsys)
     assert code == 1
     assert "FAIL" in out and "check failed" in err

@@ -6,11 +6,11 @@ The models are first trained for a few Adam steps on Fashion-MNIST (see
 the `trained` fixture in conftest.py): a random model's logits are nearly tied, so its top-1
 agreement would measure noise. Default run: the CIFAR-style AW-ResNet (3x3 AW
 convs, ~25 s of training); slow: the five paper models. Measured here: without
-folding the BatchNorm after each AWConv2D (prepare.folded_batch_norms) the
+folding the BatchNorm after each AWConv2D (aw_keras.export.policy) the
 AW-ResNet's int8 agreement was 0.83 (max abs error 0.83); with it 0.97. The
 paper models are trained 300 steps; AW-MobileNet's int8 agreement needs the
-clipped pointwise blocks (export.clipped_blocks: 0.891 without, 0.953 with),
-the ResNet50s' the residual split (export.residual_split) and, with CBAM, the
+clipped pointwise blocks (AWConvExport form "clipped": 0.891 without, 0.953 with),
+the ResNet50s' the residual split (form "split") and, with CBAM, the
 spatial gate without CONCATENATION (see docs/export.md).
 """
 
@@ -68,17 +68,18 @@ def test_quantized_top1_agreement_paper_models(name, trained, tmp_path, real_ima
     _check_quantized(model, tmp_path, real_images, calibration_images, io_dtypes=("int8",))
 
 
-def test_batch_norm_folding_is_exact_and_restored(trained):
-    from aw_keras.export import prepare
+def test_batch_norm_folding_is_exact(trained):
+    from aw_keras.export import export_model
+    from aw_keras.export.layers import Absorbed
+    from aw_keras.export.transform import aw_layers
 
     model = trained("aw_resnet_cifar", steps=100)
     x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
     before = [w.copy() for w in model.get_weights()]
     expected = np.asarray(model(x, training=False))
-    with prepare.folded_batch_norms(model) as pairs:
-        assert len(pairs) == len(prepare.aw_layers(model)) > 0
-        folded = np.asarray(model(x, training=False))
-        assert np.allclose(pairs[0][1].moving_mean.numpy(), 0.0)
-    np.testing.assert_allclose(folded, expected, atol=1e-5)
+    exported = export_model(model, "tflite_float32")
+    absorbed = [layer for layer in exported.layers if isinstance(layer, Absorbed)]
+    assert len(absorbed) == len(aw_layers(model)) > 0
+    np.testing.assert_allclose(np.asarray(exported(x, training=False)), expected, atol=1e-5)
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(old, new)

@@ -15,8 +15,8 @@ from aw_keras.applications import get_model
 from aw_keras.export import ExportError
 from aw_keras.export import ImagePreprocessing
 from aw_keras.export import export_saved_model
-from aw_keras.export import prepare
-from aw_keras.export import serving
+from aw_keras.export.transform import aw_layers
+import serving_helper as serving
 from aw_keras.export import verify
 from aw_keras.export.verify import saved_model_cli
 
@@ -104,7 +104,7 @@ def test_predict_request_is_answered(exported, model, images):
 def test_attention_signature_matches_layer(exported, model, images):
     fn = tf.saved_model.load(exported).signatures["attention_maps"]
     maps = fn(images=tf.constant(images))
-    layers = prepare.aw_layers(model)
+    layers = aw_layers(model)
     assert set(maps) == {layer.name for layer in layers}
     first = layers[0]
     features = keras.Model(model.inputs, first.input)(images, training=False)

@@ -185,13 +185,44 @@ def test_auto_uses_the_fused_kernel_where_allowed():
     assert deep.resolved_implementation((None, 14, 14, 256), training=True, xla=True) == "matmul"
 
 
-def test_fused_is_never_allowed_while_exporting_saving_or_for_other_dtypes():
+def test_fused_is_never_allowed_for_other_dtypes_or_xla():
     from aw_keras.layers import aw_kernels
 
     assert not aw_kernels.fused_allowed(tf.float16)
     assert not aw_kernels.fused_allowed(tf.float32, xla=True)
-    with aw_kernels.export_friendly_ops():
-        assert not aw_kernels.fused_allowed(tf.float32)
+
+
+def test_portable_traces_use_taps():
+    """A trace that may leave the process (save context; unknown batch with
+    training unspecified) gets the portable strategy; Keras's loops, which say
+    training, and eager calls keep the fastest one."""
+    from tensorflow.python.saved_model import save_context, save_options
+
+    from aw_keras.layers import aw_kernels
+
+    layer = AWConv2D(64, 3, padding="same")
+    layer.build((None, 56, 56, 64))
+    seen = {}
+
+    def probe(name, batch, training):
+        def fn():
+            seen[name] = layer.resolved_implementation((batch, 56, 56, 64), training, fused=False)
+            return tf.constant(0)
+        return fn
+
+    tf.function(probe("unknown_unspecified", None, None))()
+    tf.function(probe("unknown_inference", None, False))()
+    tf.function(probe("static_unspecified", 4, None))()
+    seen["eager"] = layer.resolved_implementation((None, 56, 56, 64), None, fused=False)
+    with save_context.save_context(save_options.SaveOptions()):
+        tf.function(probe("saving", 4, False))()
+    assert seen == {
+        "unknown_unspecified": aw_kernels.PORTABLE,
+        "unknown_inference": "per_sample",
+        "static_unspecified": "per_sample",
+        "eager": "per_sample",
+        "saving": aw_kernels.PORTABLE,
+    }
 
 
 def test_in_xla_context_is_true_only_while_tracing_for_xla():

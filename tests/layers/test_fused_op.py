@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import keras
-from aw_keras.layers import AWConv2D, aw_kernels, export_friendly_ops, fused_op
+from aw_keras.layers import AWConv2D, aw_kernels, fused_op
 
 needs_kernel = pytest.mark.skipif(
     not fused_op.available(),
@@ -148,8 +148,9 @@ def test_auto_layer_trains_through_the_fused_kernel_and_matches_taps():
 
 @needs_kernel
 def test_exported_graphs_never_contain_the_fused_op(tmp_path):
-    """auto uses the fused op in ordinary traces, never inside export_friendly_ops
-    (what aw_keras.export uses) or a SavedModel save context."""
+    """auto uses the fused op in ordinary traces, never in a portable trace (a
+    SavedModel save context, or an unknown batch with training unspecified) nor
+    in the models aw_keras.export writes."""
     from tensorflow.python.saved_model import save_context, save_options
 
     keras.utils.set_random_seed(0)
@@ -157,23 +158,21 @@ def test_exported_graphs_never_contain_the_fused_op(tmp_path):
     model = keras.Model(inputs, AWConv2D(8, 3, padding="same", name="aw")(inputs))
     spec = tf.TensorSpec((None, 6, 6, 32))
 
-    def op_types():
-        fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    def op_types(call):
+        fn = tf.function(call).get_concrete_function(spec)
         return {op.type for op in fn.graph.get_operations()}
 
-    assert "AwConvForward" in op_types()
-    with export_friendly_ops():
-        assert "AwConvForward" not in op_types()
+    assert "AwConvForward" in op_types(lambda x: model(x, training=False))
+    assert "AwConvForward" not in op_types(lambda x: model(x))  # training unspecified
     with save_context.save_context(save_options.SaveOptions()):
-        assert not aw_kernels.fused_allowed()
+        assert "AwConvForward" not in op_types(lambda x: model(x, training=False))
     from aw_keras.export import export_saved_model
 
     served = export_saved_model(model, tmp_path / "served")
-    with export_friendly_ops():
-        model.export(str(tmp_path / "keras_in_context"), verbose=False)
     # Keras's model.export traces inside tf.saved_model.save's save context: clean too.
     model.export(str(tmp_path / "keras_plain"), verbose=False)
-    paths = [str(served), str(tmp_path / "keras_in_context"), str(tmp_path / "keras_plain")]
+    tf.saved_model.save(model, str(tmp_path / "tf_saved"))
+    paths = [str(served), str(tmp_path / "keras_plain"), str(tmp_path / "tf_saved")]
     result = _run_python(f"""
         import tensorflow as tf  # without aw_keras: the op library is not loaded
         from tensorflow.core.protobuf import saved_model_pb2
@@ -197,23 +196,27 @@ def test_exported_graphs_never_contain_the_fused_op(tmp_path):
 
 
 @needs_kernel
-def test_tflite_conversion_of_a_hand_traced_function_needs_the_export_context():
+def test_tflite_conversion_of_a_hand_traced_function():
     """TFLiteConverter.from_keras_model converts as is; a concrete function the user
-    traces himself holds the fused op unless traced inside export_friendly_ops()."""
+    traces himself converts when it leaves `training` unspecified or traces the
+    model from export_model, and holds the fused op when it says training=False."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((6, 6, 32))
     model = keras.Model(inputs, AWConv2D(8, 3, padding="same", name="aw")(inputs))
     assert tf.lite.TFLiteConverter.from_keras_model(model).convert()
     spec = tf.TensorSpec((None, 6, 6, 32))
 
-    def trace():
-        return tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    from aw_keras.export import export_model
+
+    def trace(target, **kwargs):
+        return tf.function(lambda x: target(x, **kwargs)).get_concrete_function(spec)
 
     with pytest.raises(Exception, match="AwConvForward"):
-        tf.lite.TFLiteConverter.from_concrete_functions([trace()], model).convert()
-    with export_friendly_ops():
-        concrete = trace()
-    assert tf.lite.TFLiteConverter.from_concrete_functions([concrete], model).convert()
+        tf.lite.TFLiteConverter.from_concrete_functions([trace(model, training=False)], model).convert()
+    assert tf.lite.TFLiteConverter.from_concrete_functions([trace(model)], model).convert()
+    exported = export_model(model, "tflite_float32")
+    concrete = trace(exported, training=False)
+    assert tf.lite.TFLiteConverter.from_concrete_functions([concrete], exported).convert()
 
 
 def test_disabled_by_environment_falls_back_to_builtin_ops(tmp_path):

@@ -53,12 +53,12 @@ def test_sliced_pooling_gives_the_same_bins(size, output_size):
     assert "Mean" not in _ops(tf.function(lambda t: adaptive_average_pool(t, output_size)), spec)
 
 
-def test_awconv2d_pools_by_slices_only_while_exporting():
-    from aw_keras.layers import AWConv2D, aw_kernels
+def test_only_the_export_layer_pools_by_slices():
+    from aw_keras.export import AWConvExport
+    from aw_keras.layers import AWConv2D
 
-    layer = AWConv2D(4, 3, padding="same")
     spec = tf.TensorSpec((None, 10, 10, 3))
-    layer.build(spec.shape)
-    assert "Mean" not in _ops(tf.function(lambda t: layer(t)), spec)
-    with aw_kernels.export_friendly_ops():
-        assert "Mean" in _ops(tf.function(lambda t: layer(t)), spec)
+    for layer_class, sliced in ((AWConv2D, False), (AWConvExport, True)):
+        layer = layer_class(4, 3, padding="same")
+        layer.build(spec.shape)
+        assert ("Mean" in _ops(tf.function(lambda t: layer(t)), spec)) == sliced

@@ -1,4 +1,4 @@
-"""Answer a TF Serving ``PredictRequest`` by running a SavedModel signature.
+"""Test helper: answer a TF Serving ``PredictRequest`` by running a SavedModel signature.
 
 The real ``tensorflow_model_server`` cannot be installed here; this is what it
 does for the Predict API (look up ``model_spec.signature_name``, feed the named

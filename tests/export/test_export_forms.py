@@ -1,27 +1,34 @@
-"""The exact clipped form of pointwise AWConv2D -> BatchNorm -> ReLU(6) blocks
-used for int8 TFLite (aw_keras.export.clipped_blocks): the bounds are exact,
-the rewritten model computes the same function, only eligible blocks are
-rewritten, everything is restored, and in the int8 flatbuffer every
-activation of a clipped block is quantized over [0, 6]."""
+"""The int8 export forms of AWConvExport: the clipped form of pointwise
+AWConv2D -> BatchNorm -> ReLU(6) blocks (exact bounds, same function, only
+eligible blocks, every activation of the block quantized over [0, 6]) and the
+split form of residual k x k layers (conv(x, K) + attention taps: same
+function, one full k x k convolution per split layer in the int8 file)."""
 
 import keras
 import numpy as np
 import pytest
 
 from aw_keras.applications import get_model
+from aw_keras.export import export_model
 from aw_keras.export import export_tflite
-from aw_keras.export import prepare
-from aw_keras.export.clipped_blocks import clippable_blocks
-from aw_keras.export.clipped_blocks import clipped_blocks
-from aw_keras.export.clipped_blocks import exact_bounds
+from aw_keras.export import policy_for
+from aw_keras.export.layers import exact_bounds
+from aw_keras.export.transform import aw_layers
+from aw_keras.export.transform import plan_rewrites
 from aw_keras.layers import AWConv2D
+
+
+def forms(model, target="tflite_int8"):
+    """{AWConv2D name: form} that export_model gives ``model`` for ``target``."""
+    plan = plan_rewrites(model, policy_for(target))
+    return {layer.name: plan[id(layer)][0] for layer in aw_layers(model)}
 
 
 @pytest.mark.parametrize("cap", [6.0, None])
 def test_exact_bounds_do_not_change_the_block_output(cap):
     rng = np.random.default_rng(0)
     shift = np.concatenate([rng.normal(0, 3, 60), [0.0, 6.0, 7.5, -4.0, 12.0, -0.1]])
-    lo, hi = exact_bounds(shift, cap)
+    lo, hi = (np.asarray(v) for v in exact_bounds(shift, cap))
     assert np.all(hi - lo >= (cap or 0.0) - 1e-12)  # gain = cap / (hi - lo) <= 1
     z = rng.normal(0, 8, (500, shift.size))
     def act(v):
@@ -73,39 +80,22 @@ def block_model(seed=3):
     return model
 
 
-def test_only_eligible_blocks_are_found():
-    model = block_model()
-    found = [(conv.name, norm.name, relu.name, cap) for conv, norm, relu, cap in clippable_blocks(model)]
-    assert found == [("aw_pw1", "bn1", "relu1", 6.0), ("aw_pw2", "bn2", "relu2", None)]
-    assert len(clippable_blocks(get_model("aw_mobilenet", input_shape=(32, 32, 3), classes=10))) == 13
-    assert clippable_blocks(get_model("mobilenet", input_shape=(32, 32, 3), classes=10)) == []
+def test_only_eligible_blocks_are_clipped():
+    assert forms(block_model()) == {"aw_pw1": "clipped", "aw_pw2": "clipped", "aw_3x3": "split",
+                                    "aw_mult": "taps", "aw_branch": "taps"}
+    mobilenet = forms(get_model("aw_mobilenet", input_shape=(32, 32, 3), classes=10))
+    assert list(mobilenet.values()).count("clipped") == 13
+    assert set(forms(block_model(), "tflite_float32").values()) == {"taps"}
 
 
-def test_clipped_form_is_exact_and_restored(capsys):
-    model = block_model()
-    x = np.random.default_rng(1).normal(0, 2, (5, 9, 9, 6)).astype("float32")
-    expected = np.asarray(model(x, training=False))
-    before = [w.copy() for w in model.get_weights()]
-    with prepare.folded_batch_norms(model):
-        with clipped_blocks(model) as blocks:
-            assert len(blocks) == 2
-            assert "call" in model.get_layer("relu1").__dict__
-            clipped = np.asarray(model(x, training=False))
-    assert "traced 2 AWConv2D(1x1)" in capsys.readouterr().out
-    np.testing.assert_allclose(clipped, expected, atol=2e-5)
-    for name in ("aw_pw1", "bn1", "relu1", "aw_pw2", "bn2", "relu2"):
-        assert "call" not in model.get_layer(name).__dict__
-    for old, new in zip(before, model.get_weights()):
-        np.testing.assert_array_equal(old, new)
-    np.testing.assert_array_equal(np.asarray(model(x, training=False)), expected)
-
-
-def test_clipped_blocks_refuses_an_unfolded_model():
-    model = block_model()
-    with pytest.raises(Exception, match="folded first"):
-        with clipped_blocks(model):
-            pass
-    assert "call" not in model.get_layer("aw_pw1").__dict__
+@pytest.mark.parametrize("target", ["tflite_int8", "tflite_float32"])
+def test_int8_forms_compute_the_same_function(target):
+    for model in (block_model(), split_model()):
+        x = np.random.default_rng(1).normal(0, 2, (5,) + tuple(model.inputs[0].shape[1:]))
+        x = x.astype("float32")
+        expected = np.asarray(model(x, training=False))
+        got = np.asarray(export_model(model, target)(x, training=False))
+        np.testing.assert_allclose(got, expected, atol=3e-5)
 
 
 def test_export_tflite_clip_blocks_needs_folding(tmp_path):
@@ -113,6 +103,7 @@ def test_export_tflite_clip_blocks_needs_folding(tmp_path):
         export_tflite(block_model(), tmp_path / "m.tflite", quantization="int8",
                       representative_data=np.zeros((2, 9, 9, 6), "float32"),
                       fold_batch_norms=False, clip_blocks=True)
+    assert not (tmp_path / "m.tflite").exists()
 
 
 def _activation_scales(path):
@@ -147,11 +138,58 @@ def test_int8_quantizes_clipped_block_activations_over_relu6_range(tmp_path):
     assert widest[False] > 1.5 * widest[True]
 
 
-def test_is_folded_tells_a_folded_batch_norm_from_a_fresh_one():
-    model = block_model()
-    fresh = keras.layers.BatchNormalization(epsilon=1.001e-5)
-    fresh.build((None, 4))
-    assert not prepare.is_folded(fresh)  # gamma 1, mean 0, var 1: still not x + beta
-    assert not prepare.is_folded(model.get_layer("bn1"))
-    with prepare.folded_batch_norms(model):
-        assert prepare.is_folded(model.get_layer("bn1"))
+def split_model(seed=5):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((9, 9, 4))
+    x = AWConv2D(8, 3, padding="same", use_bias=False, name="aw_same")(inputs)
+    x = keras.layers.BatchNormalization(name="bn_same")(x)
+    x = keras.layers.ReLU(name="relu_same")(x)
+    x = AWConv2D(8, 3, strides=2, use_bias=True, activation="relu", name="aw_valid_s2")(x)
+    x = AWConv2D(6, 3, dilation_rate=2, padding="same", input_channel_reduction=2,
+                 name="aw_dilated_grouped")(x)
+    x = AWConv2D(6, 3, padding="same", attention_mode="multiplicative", name="aw_mult")(x)
+    x = AWConv2D(6, 1, name="aw_1x1")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(5, name="logits")(x))
+    rng = np.random.default_rng(seed)
+    bn = model.get_layer("bn_same")
+    bn.gamma.assign(rng.uniform(0.5, 2.0, 8))
+    bn.beta.assign(rng.normal(0, 1.0, 8))
+    bn.moving_mean.assign(rng.normal(0, 0.5, 8))
+    bn.moving_variance.assign(rng.uniform(0.2, 2.0, 8))
+    return model
+
+
+def test_only_residual_kxk_layers_are_split():
+    assert forms(split_model()) == {"aw_same": "split", "aw_valid_s2": "split",
+                                    "aw_dilated_grouped": "split", "aw_mult": "taps",
+                                    "aw_1x1": "taps"}
+
+
+def _full_convs(path, kernel=3):
+    """Number of CONV_2D ops with a kernel x kernel filter in a .tflite."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    count = 0
+    for op in interpreter._get_ops_details():
+        if op["op_name"] == "CONV_2D":
+            shape = interpreter._get_tensor_details(op["inputs"][1], 0)["shape"]
+            count += int(shape[1] == kernel and shape[2] == kernel)
+    return count
+
+
+def test_int8_has_one_main_conv_per_split_layer_and_matches(tmp_path):
+    from aw_keras.export import verify
+
+    model = split_model()
+    calibration = np.random.default_rng(2).normal(0, 1, (32, 9, 9, 4)).astype("float32")
+    counts = {}
+    for split in (False, True):
+        path = export_tflite(model, tmp_path / f"split_{split}.tflite", quantization="int8",
+                             representative_data=calibration, io_dtype="float32",
+                             split_residual=split)
+        counts[split] = _full_convs(path)
+        result = verify(path, model, calibration[:8], batch_sizes=(1, 4), latency_repeats=0)
+        assert result.max_abs_error < 0.5, result
+    assert counts == {False: 0, True: 3}
