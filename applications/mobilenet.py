@@ -6,15 +6,14 @@ to None and accepts None, a weights file of the model, or "imagenet" (the
 keras.applications MobileNet ImageNet file, from the Keras cache or by path,
 converted so the model starts as that network: `aw_keras.applications.pretrained`).
 
-Placement (readings of the paper's Table 1 that reproduce its parameter counts,
-see ``docs/table1.md``):
+Placement (the readings of the paper's Table 1 that reproduce its parameter
+counts: docs/table1.md):
 
-- AW: every one of the 13 pointwise convs (``conv_pw_N``) is an `AWConv2D`
-  (adds 0.449 M parameters; the paper: 0.45 M. The text's "every two depthwise
-  separable convolutions" would add only 0.14-0.25 M);
+- AW: every one of the 13 pointwise convs (``conv_pw_N``) is an `AWConv2D`;
 - SE / CBAM: after both the depthwise and the pointwise conv unit (after its
-  ReLU6) of every block (``conv_dw_N_se``, ``conv_pw_N_se``): +0.84 M for SE,
-  as the paper's 5.07 M.
+  ReLU6) of every block (``conv_dw_N_se``, ``conv_pw_N_se``).
+
+The variant builders are registered through `aw_keras.applications.variants`.
 
 Example:
 
@@ -24,7 +23,7 @@ Example:
 import keras
 
 from aw_keras.applications import input_utils
-from aw_keras.applications.registry import register_variant
+from aw_keras.applications import variants
 from aw_keras.layers import AWConv2D
 from aw_keras.layers import get_attention
 
@@ -34,20 +33,18 @@ BLOCKS = (
     (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
 )
 
-CBAM_VARIANTS = {"full": "cbam", "maxpool": "cbam_maxpool", "spatial": "cbam_spatial"}
-
 
 def _attend(x, attention, attention_kwargs, name):
-    label = "se" if attention == "se" else "cbam" if str(attention).startswith("cbam") else "attention"
+    label = variants.attention_label(attention)
     layer = get_attention(attention, **{"name": f"{name}_{label}", **(attention_kwargs or {})})
     return x if layer is None else layer(x)
 
 
-def conv_block(x, filters, alpha, kernel=(3, 3), strides=(1, 1)):
-    """Stem: conv (no bias) + BN + ReLU6, layers ``conv1``, ``conv1_bn``, ``conv1_relu``."""
+def conv_block(x, filters, alpha, strides=(1, 1)):
+    """Stem: 3x3 conv (no bias) + BN + ReLU6, layers ``conv1``, ``conv1_bn``, ``conv1_relu``."""
     filters = int(filters * alpha)
     x = keras.layers.Conv2D(
-        filters, kernel, padding="same", use_bias=False, strides=strides, name="conv1"
+        filters, (3, 3), padding="same", use_bias=False, strides=strides, name="conv1"
     )(x)
     x = keras.layers.BatchNormalization(name="conv1_bn")(x)
     return keras.layers.ReLU(6.0, name="conv1_relu")(x)
@@ -94,23 +91,11 @@ def depthwise_conv_block(
     return _attend(x, attention, attention_kwargs, f"conv_pw_{block_id}")
 
 
-def _mobilenet(
-    input_shape=None,
-    alpha=1.0,
-    depth_multiplier=1,
-    dropout=1e-3,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name="mobilenet",
-    attention=None,
-    attention_kwargs=None,
-    use_aw=False,
-    aw_kwargs=None,
-):
+def _mobilenet(*, input_shape, alpha, depth_multiplier, dropout, include_top, weights,
+               input_tensor, pooling, classes, classifier_activation, name, attention,
+               attention_kwargs, use_aw, aw_kwargs):
+    """MobileNet v1 whose blocks get ``attention``, ``attention_kwargs``, ``use_aw`` and
+    ``aw_kwargs`` (see `depthwise_conv_block`); the other arguments: `MobileNet`'s."""
     input_utils.require_channels_last()
     weights = input_utils.validate_weights(weights)
     input_utils.validate_pooling(pooling)
@@ -162,90 +147,95 @@ def _mobilenet(
     return input_utils.finish_model(inputs, x, name, weights, imagenet)
 
 
-def _attention_args(attention, cbam_variant=None, reduction_ratio=16):
-    if cbam_variant is not None:
-        if cbam_variant not in CBAM_VARIANTS:
-            raise ValueError(
-                f"`cbam_variant` must be one of {sorted(CBAM_VARIANTS)}, got {cbam_variant!r}."
-            )
-        attention = CBAM_VARIANTS[cbam_variant]
-    return dict(attention=attention, attention_kwargs={"reduction_ratio": reduction_ratio})
+def _create_mobilenet(variant, **kwargs):
+    """MobileNet of ``variant`` (see `aw_keras.applications.variants`); ``kwargs``: a
+    builder's arguments."""
+    model_kwargs, block_args = variants.resolve(variant, kwargs)
+    return _mobilenet(**model_kwargs, **block_args)
 
 
-def _aw_args(aw_reduction_ratio=16, aw_implementation="auto"):
-    return dict(
-        use_aw=True,
-        aw_kwargs={"reduction_ratio": aw_reduction_ratio, "implementation": aw_implementation},
-    )
-
-
+@variants.register("plain", "mobilenet")
 def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, include_top=True,
               weights=None, input_tensor=None, pooling=None, classes=1000,
               classifier_activation="softmax", name="mobilenet"):
-    """MobileNet v1 (4.23 M parameters, 0.569 GFLOPs at 224x224 with alpha=1)."""
-    return _mobilenet(**locals())
+    """MobileNet v1."""
+    return _create_mobilenet("plain", input_shape=input_shape, alpha=alpha,
+                             depth_multiplier=depth_multiplier, dropout=dropout,
+                             include_top=include_top, weights=weights, input_tensor=input_tensor,
+                             pooling=pooling, classes=classes,
+                             classifier_activation=classifier_activation, name=name)
 
 
+@variants.register("se", "mobilenet")
 def SEMobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, include_top=True,
                 weights=None, input_tensor=None, pooling=None, classes=1000,
                 classifier_activation="softmax", name="se_mobilenet", reduction_ratio=16):
     """SE-MobileNet: SqueezeExcite after every depthwise and pointwise conv unit."""
-    args = locals()
-    return _mobilenet(**_split(args), **_attention_args("se", reduction_ratio=reduction_ratio))
+    return _create_mobilenet("se", input_shape=input_shape, alpha=alpha,
+                             depth_multiplier=depth_multiplier, dropout=dropout,
+                             include_top=include_top, weights=weights, input_tensor=input_tensor,
+                             pooling=pooling, classes=classes,
+                             classifier_activation=classifier_activation, name=name,
+                             reduction_ratio=reduction_ratio)
 
 
-def CBAMMobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3,
-                  include_top=True, weights=None, input_tensor=None, pooling=None, classes=1000,
-                  classifier_activation="softmax", name="cbam_mobilenet",
-                  cbam_variant="spatial", reduction_ratio=16):
+@variants.register("cbam", "mobilenet", cbam_variants=("spatial",))
+def CBAMMobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, include_top=True,
+                  weights=None, input_tensor=None, pooling=None, classes=1000,
+                  classifier_activation="softmax", name="cbam_mobilenet", cbam_variant="spatial",
+                  reduction_ratio=16):
     """CBAM-MobileNet; ``cbam_variant`` "spatial" (paper, default), "full" or "maxpool"."""
-    args = locals()
-    return _mobilenet(**_split(args), **_attention_args(
-        "cbam", cbam_variant=cbam_variant, reduction_ratio=reduction_ratio))
+    return _create_mobilenet("cbam", input_shape=input_shape, alpha=alpha,
+                             depth_multiplier=depth_multiplier, dropout=dropout,
+                             include_top=include_top, weights=weights, input_tensor=input_tensor,
+                             pooling=pooling, classes=classes,
+                             classifier_activation=classifier_activation, name=name,
+                             cbam_variant=cbam_variant, reduction_ratio=reduction_ratio)
 
 
+@variants.register("aw", "mobilenet")
 def AWMobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, include_top=True,
                 weights=None, input_tensor=None, pooling=None, classes=1000,
                 classifier_activation="softmax", name="aw_mobilenet", aw_reduction_ratio=16,
                 aw_implementation="auto"):
     """AW-MobileNet: all 13 pointwise convs are AWConv2D."""
-    args = locals()
-    return _mobilenet(**_split(args), **_aw_args(aw_reduction_ratio, aw_implementation))
+    return _create_mobilenet("aw", input_shape=input_shape, alpha=alpha,
+                             depth_multiplier=depth_multiplier, dropout=dropout,
+                             include_top=include_top, weights=weights, input_tensor=input_tensor,
+                             pooling=pooling, classes=classes,
+                             classifier_activation=classifier_activation, name=name,
+                             aw_reduction_ratio=aw_reduction_ratio,
+                             aw_implementation=aw_implementation)
 
 
-def AWSEMobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3,
-                  include_top=True, weights=None, input_tensor=None, pooling=None, classes=1000,
+@variants.register("aw_se", "mobilenet")
+def AWSEMobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, include_top=True,
+                  weights=None, input_tensor=None, pooling=None, classes=1000,
                   classifier_activation="softmax", name="aw_se_mobilenet", reduction_ratio=16,
                   aw_reduction_ratio=16, aw_implementation="auto"):
     """AW-SE-MobileNet."""
-    args = locals()
-    return _mobilenet(**_split(args), **_attention_args("se", reduction_ratio=reduction_ratio),
-                      **_aw_args(aw_reduction_ratio, aw_implementation))
+    return _create_mobilenet("aw_se", input_shape=input_shape, alpha=alpha,
+                             depth_multiplier=depth_multiplier, dropout=dropout,
+                             include_top=include_top, weights=weights, input_tensor=input_tensor,
+                             pooling=pooling, classes=classes,
+                             classifier_activation=classifier_activation, name=name,
+                             reduction_ratio=reduction_ratio,
+                             aw_reduction_ratio=aw_reduction_ratio,
+                             aw_implementation=aw_implementation)
 
 
+@variants.register("aw_cbam", "mobilenet", cbam_variants=("spatial",))
 def AWCBAMMobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3,
-                    include_top=True, weights=None, input_tensor=None, pooling=None,
-                    classes=1000, classifier_activation="softmax", name="aw_cbam_mobilenet",
+                    include_top=True, weights=None, input_tensor=None, pooling=None, classes=1000,
+                    classifier_activation="softmax", name="aw_cbam_mobilenet",
                     cbam_variant="spatial", reduction_ratio=16, aw_reduction_ratio=16,
                     aw_implementation="auto"):
     """AW-CBAM-MobileNet; ``cbam_variant`` "spatial" (paper, default), "full" or "maxpool"."""
-    args = locals()
-    return _mobilenet(**_split(args), **_attention_args(
-        "cbam", cbam_variant=cbam_variant, reduction_ratio=reduction_ratio),
-        **_aw_args(aw_reduction_ratio, aw_implementation))
-
-
-_VARIANT_ARGS = ("cbam_variant", "reduction_ratio", "aw_reduction_ratio", "aw_implementation")
-
-
-def _split(args):
-    """The keras.applications arguments out of a builder's ``locals()``."""
-    return {k: v for k, v in args.items() if k not in _VARIANT_ARGS}
-
-
-register_variant("mobilenet", MobileNet)
-register_variant("se_mobilenet", SEMobileNet)
-register_variant("cbam_mobilenet_spatial", CBAMMobileNet, cbam_variant="spatial")
-register_variant("aw_mobilenet", AWMobileNet)
-register_variant("aw_se_mobilenet", AWSEMobileNet)
-register_variant("aw_cbam_mobilenet_spatial", AWCBAMMobileNet, cbam_variant="spatial")
+    return _create_mobilenet("aw_cbam", input_shape=input_shape, alpha=alpha,
+                             depth_multiplier=depth_multiplier, dropout=dropout,
+                             include_top=include_top, weights=weights, input_tensor=input_tensor,
+                             pooling=pooling, classes=classes,
+                             classifier_activation=classifier_activation, name=name,
+                             cbam_variant=cbam_variant, reduction_ratio=reduction_ratio,
+                             aw_reduction_ratio=aw_reduction_ratio,
+                             aw_implementation=aw_implementation)

@@ -38,6 +38,7 @@ import numpy as np
 import keras
 
 from aw_keras.applications import imagenet_weights
+from aw_keras.applications import variants
 
 # At initialisation a new AWConv2D's attention is A = sigmoid(0) = 0.5 everywhere:
 AW_INITIAL_ATTENTION = 0.5
@@ -71,9 +72,9 @@ def from_pretrained(source, model_name, *, verify=True, **builder_kwargs):
             straight copy).
         verify: run both models on a random batch and raise if their outputs differ
             by more than 1e-3 of the largest output (a safety net against
-            architecture differences in layers without weights; conversions differ
-            by 0 to ~1e-5); skipped under a mixed-precision policy. (The builders'
-            ``weights="imagenet"`` path always verifies.)
+            architecture differences in layers without weights; the differences
+            conversions give: docs/pretrained.md); skipped under a mixed-precision
+            policy. (The builders' ``weights="imagenet"`` path always verifies.)
         **builder_kwargs: builder arguments. Unless given here, ``input_shape``,
             ``classes``, ``include_top``, ``pooling``, ``classifier_activation``
             (and MobileNet's ``alpha``, ``depth_multiplier``, ``dropout``; the CIFAR
@@ -145,14 +146,17 @@ def load_source(path, model_name, builder_kwargs=None):
 
 
 def plain_model_name(model_name):
-    """The registered plain counterpart: ``aw_cbam_resnet50_maxpool`` -> ``resnet50``."""
+    """The registered plain counterpart: ``aw_cbam_resnet50_maxpool`` -> ``resnet50``
+    (`aw_keras.applications.variants`); a model registered outside the variant table
+    is its own."""
     from aw_keras.applications import registry
 
-    name = re.sub(r"^(aw_)?(se_|cbam_)?", "", model_name.lower())
-    name = re.sub(r"_(maxpool|spatial)$", "", name)
-    if not registry.is_model(name):
-        raise ValueError(f"{model_name!r} has no registered plain counterpart ({name!r}).")
-    return name
+    name = model_name.lower()
+    registration = variants.describe(name)
+    plain = variants.model_name("plain", registration.base) if registration else name
+    if not registry.is_model(plain):
+        raise ValueError(f"{model_name!r} has no registered plain counterpart ({plain!r}).")
+    return plain
 
 
 def source_builder_kwargs(source, builder=None):
@@ -244,10 +248,10 @@ def _mobilenet_pointwise_unit(match, target):
         "see docs/pretrained.md.")
 
 
-register_compensation_rule(r"(?P<block>conv\d+_block\d+)_(se|cbam|attention)",
-                           _resnet_block)
-register_compensation_rule(r"conv_dw_(?P<id>\d+)_(se|cbam|attention)", _mobilenet_depthwise_unit)
-register_compensation_rule(r"conv_pw_(?P<id>\d+)_(se|cbam|attention)", _mobilenet_pointwise_unit)
+_LABEL = "(" + "|".join(variants.ATTENTION_LABELS) + ")"  # attention layer-name suffixes
+register_compensation_rule(r"(?P<block>conv\d+_block\d+)_" + _LABEL, _resnet_block)
+register_compensation_rule(r"conv_dw_(?P<id>\d+)_" + _LABEL, _mobilenet_depthwise_unit)
+register_compensation_rule(r"conv_pw_(?P<id>\d+)_" + _LABEL, _mobilenet_pointwise_unit)
 # FPN backbones (another issue) add their rules here: SE / CBAM right before the
 # lateral and output convs -> ("kernel", that conv).
 

@@ -3,7 +3,7 @@
 Structure and layer names follow ``keras.applications.ResNet50`` (stride in the
 first 1x1 conv of a block, ``conv4_block6_2_conv``, BN epsilon 1.001e-5), except
 that convolutions before BatchNormalization have no bias (the torchvision
-convention behind the paper's Table 1 parameter counts).
+convention behind the paper's Table 1 parameter counts, docs/table1.md).
 
 Attention placement (paper Sec. 3.4, Fig. 2):
 
@@ -19,9 +19,9 @@ max pooled channel gate, no spatial gate) and ``"spatial"`` (the paper's
 Also: small CIFAR-style models for 28x28-32x32 inputs (``ResNetCIFAR`` ...): a 3x3
 stem (stride ``stem_stride``, default 2), three stages of bottlenecks (default
 one block each, widths 16/32/64, so outputs 64/128/256 channels) and strides
-1, 2, 2. The defaults are sized for CPU demos: one epoch over 12k 28x28 images
-(batch 128) took ~16 s (plain) and ~20 s (AW-SE) on a shared 2-core CPU;
-``stem_stride=1, blocks=(2, 2, 2)`` is 4-5x slower.
+1, 2, 2 (their speed on a CPU: docs/speed.md).
+
+The variant builders are registered through `aw_keras.applications.variants`.
 
 Example:
 
@@ -33,8 +33,7 @@ Example:
 import keras
 
 from aw_keras.applications import input_utils
-from aw_keras.applications.registry import register_model
-from aw_keras.applications.registry import register_variant
+from aw_keras.applications import variants
 from aw_keras.layers import AWConv2D
 from aw_keras.layers import get_attention
 
@@ -42,14 +41,6 @@ BN_EPSILON = 1.001e-5
 
 # depth -> blocks per stage (conv2 .. conv5)
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-
-CBAM_VARIANTS = {"full": "cbam", "maxpool": "cbam_maxpool", "spatial": "cbam_spatial"}
-
-
-def _attention_name(attention):
-    if isinstance(attention, str):
-        return "se" if attention == "se" else "cbam" if attention.startswith("cbam") else "attention"
-    return "attention"
 
 
 def bottleneck_block(
@@ -106,9 +97,8 @@ def bottleneck_block(
     x = keras.layers.Conv2D(4 * filters, 1, use_bias=False, name=name + "_3_conv")(x)
     x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=name + "_3_bn")(x)
 
-    layer = get_attention(
-        attention, **{"name": f"{name}_{_attention_name(attention)}", **(attention_kwargs or {})}
-    )
+    layer = get_attention(attention, **{
+        "name": f"{name}_{variants.attention_label(attention)}", **(attention_kwargs or {})})
     if layer is not None:
         x = layer(x)
 
@@ -235,31 +225,11 @@ def _imagenet_architecture(stage_blocks, stage_filters, stem):
     return None
 
 
-def _variant_kwargs(cbam_variant=None, reduction_ratio=16, aw_reduction_ratio=16,
-                    aw_implementation="auto"):
-    """Shared keyword arguments of the SE / CBAM / AW builders."""
-    if cbam_variant is not None and cbam_variant not in CBAM_VARIANTS:
-        raise ValueError(
-            f"`cbam_variant` must be one of {sorted(CBAM_VARIANTS)}, got {cbam_variant!r}."
-        )
-    return dict(
-        attention_kwargs={"reduction_ratio": reduction_ratio},
-        aw_kwargs={"reduction_ratio": aw_reduction_ratio, "implementation": aw_implementation},
-    )
-
-
-def _resnet(depth, args, attention=None, use_aw=False):
-    args = dict(args)
-    extra = {k: args.pop(k) for k in list(args) if k in (
-        "cbam_variant", "reduction_ratio", "aw_reduction_ratio", "aw_implementation")}
-    if "cbam_variant" in extra:
-        attention = CBAM_VARIANTS.get(extra["cbam_variant"], attention)
-    kwargs = _variant_kwargs(**extra)
-    if attention is None:
-        kwargs.pop("attention_kwargs")
-    if not use_aw:
-        kwargs.pop("aw_kwargs")
-    return ResNet(STAGE_BLOCKS[depth], attention=attention, use_aw=use_aw, **args, **kwargs)
+def _create_resnet(variant, depth, **kwargs):
+    """ResNet{depth} of ``variant`` (see `aw_keras.applications.variants`); ``kwargs``:
+    a builder's arguments."""
+    model_kwargs, block_args = variants.resolve(variant, kwargs)
+    return ResNet(STAGE_BLOCKS[depth], **model_kwargs, **block_args)
 
 
 # The builders below share keras.applications' signature; variants add
@@ -268,214 +238,287 @@ def _resnet(depth, args, attention=None, use_aw=False):
 # (AWConv2D's r, default 16) and `aw_implementation` (AWConv2D's strategy).
 
 
+@variants.register("plain", "resnet50")
 def ResNet50(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
              classes=1000, classifier_activation="softmax", name="resnet50"):
-    """ResNet50 v1 (25.56 M parameters, 3.86 GFLOPs at 224x224)."""
-    return _resnet(50, locals())
+    """ResNet50 v1."""
+    return _create_resnet("plain", 50, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name)
 
 
+@variants.register("se", "resnet50")
 def SEResNet50(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
                classes=1000, classifier_activation="softmax", name="se_resnet50",
                reduction_ratio=16):
     """SE-ResNet50: SqueezeExcite after the last BN of every bottleneck."""
-    return _resnet(50, locals(), attention="se")
+    return _create_resnet("se", 50, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          reduction_ratio=reduction_ratio)
 
 
-def CBAMResNet50(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                 pooling=None, classes=1000, classifier_activation="softmax",
-                 name="cbam_resnet50", cbam_variant="full", reduction_ratio=16):
+@variants.register("cbam", "resnet50", cbam_variants=("full", "maxpool", "spatial"))
+def CBAMResNet50(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                 classes=1000, classifier_activation="softmax", name="cbam_resnet50",
+                 cbam_variant="full", reduction_ratio=16):
     """CBAM-ResNet50; ``cbam_variant`` "full", "maxpool" or "spatial"."""
-    return _resnet(50, locals(), attention="cbam")
+    return _create_resnet("cbam", 50, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          cbam_variant=cbam_variant, reduction_ratio=reduction_ratio)
 
 
+@variants.register("aw", "resnet50")
 def AWResNet50(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
                classes=1000, classifier_activation="softmax", name="aw_resnet50",
                aw_reduction_ratio=16, aw_implementation="auto"):
     """AW-ResNet50: every bottleneck's 3x3 conv is an AWConv2D."""
-    return _resnet(50, locals(), use_aw=True)
+    return _create_resnet("aw", 50, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          aw_reduction_ratio=aw_reduction_ratio,
+                          aw_implementation=aw_implementation)
 
 
-def AWSEResNet50(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                 pooling=None, classes=1000, classifier_activation="softmax",
-                 name="aw_se_resnet50", reduction_ratio=16, aw_reduction_ratio=16,
-                 aw_implementation="auto"):
+@variants.register("aw_se", "resnet50")
+def AWSEResNet50(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                 classes=1000, classifier_activation="softmax", name="aw_se_resnet50",
+                 reduction_ratio=16, aw_reduction_ratio=16, aw_implementation="auto"):
     """AW-SE-ResNet50: AW 3x3 convs and SqueezeExcite blocks."""
-    return _resnet(50, locals(), attention="se", use_aw=True)
+    return _create_resnet("aw_se", 50, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          reduction_ratio=reduction_ratio, aw_reduction_ratio=aw_reduction_ratio,
+                          aw_implementation=aw_implementation)
 
 
+@variants.register("aw_cbam", "resnet50", cbam_variants=("maxpool", "spatial"))
 def AWCBAMResNet50(include_top=True, weights=None, input_tensor=None, input_shape=None,
                    pooling=None, classes=1000, classifier_activation="softmax",
                    name="aw_cbam_resnet50", cbam_variant="full", reduction_ratio=16,
                    aw_reduction_ratio=16, aw_implementation="auto"):
     """AW-CBAM-ResNet50; ``cbam_variant`` "full", "maxpool" or "spatial"."""
-    return _resnet(50, locals(), attention="cbam", use_aw=True)
+    return _create_resnet("aw_cbam", 50, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          cbam_variant=cbam_variant, reduction_ratio=reduction_ratio,
+                          aw_reduction_ratio=aw_reduction_ratio,
+                          aw_implementation=aw_implementation)
 
 
+@variants.register("plain", "resnet101")
 def ResNet101(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
               classes=1000, classifier_activation="softmax", name="resnet101"):
-    """ResNet101 v1 (44.55 M parameters, 7.57 GFLOPs at 224x224)."""
-    return _resnet(101, locals())
+    """ResNet101 v1."""
+    return _create_resnet("plain", 101, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name)
 
 
+@variants.register("se", "resnet101")
 def SEResNet101(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name="se_resnet101",
                 reduction_ratio=16):
     """SE-ResNet101."""
-    return _resnet(101, locals(), attention="se")
+    return _create_resnet("se", 101, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          reduction_ratio=reduction_ratio)
 
 
+@variants.register("cbam", "resnet101", cbam_variants=("full", "maxpool", "spatial"))
 def CBAMResNet101(include_top=True, weights=None, input_tensor=None, input_shape=None,
                   pooling=None, classes=1000, classifier_activation="softmax",
                   name="cbam_resnet101", cbam_variant="full", reduction_ratio=16):
     """CBAM-ResNet101; ``cbam_variant`` "full", "maxpool" or "spatial"."""
-    return _resnet(101, locals(), attention="cbam")
+    return _create_resnet("cbam", 101, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          cbam_variant=cbam_variant, reduction_ratio=reduction_ratio)
 
 
-def AWResNet101(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                pooling=None, classes=1000, classifier_activation="softmax",
-                name="aw_resnet101", aw_reduction_ratio=16, aw_implementation="auto"):
+@variants.register("aw", "resnet101")
+def AWResNet101(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                classes=1000, classifier_activation="softmax", name="aw_resnet101",
+                aw_reduction_ratio=16, aw_implementation="auto"):
     """AW-ResNet101."""
-    return _resnet(101, locals(), use_aw=True)
+    return _create_resnet("aw", 101, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          aw_reduction_ratio=aw_reduction_ratio,
+                          aw_implementation=aw_implementation)
 
 
+@variants.register("aw_se", "resnet101")
 def AWSEResNet101(include_top=True, weights=None, input_tensor=None, input_shape=None,
                   pooling=None, classes=1000, classifier_activation="softmax",
                   name="aw_se_resnet101", reduction_ratio=16, aw_reduction_ratio=16,
                   aw_implementation="auto"):
     """AW-SE-ResNet101."""
-    return _resnet(101, locals(), attention="se", use_aw=True)
+    return _create_resnet("aw_se", 101, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          reduction_ratio=reduction_ratio, aw_reduction_ratio=aw_reduction_ratio,
+                          aw_implementation=aw_implementation)
 
 
+@variants.register("aw_cbam", "resnet101", cbam_variants=("maxpool", "spatial"))
 def AWCBAMResNet101(include_top=True, weights=None, input_tensor=None, input_shape=None,
                     pooling=None, classes=1000, classifier_activation="softmax",
                     name="aw_cbam_resnet101", cbam_variant="full", reduction_ratio=16,
                     aw_reduction_ratio=16, aw_implementation="auto"):
     """AW-CBAM-ResNet101; ``cbam_variant`` "full", "maxpool" or "spatial"."""
-    return _resnet(101, locals(), attention="cbam", use_aw=True)
+    return _create_resnet("aw_cbam", 101, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          cbam_variant=cbam_variant, reduction_ratio=reduction_ratio,
+                          aw_reduction_ratio=aw_reduction_ratio,
+                          aw_implementation=aw_implementation)
 
 
+@variants.register("plain", "resnet152")
 def ResNet152(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
               classes=1000, classifier_activation="softmax", name="resnet152"):
     """ResNet152 v1."""
-    return _resnet(152, locals())
+    return _create_resnet("plain", 152, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name)
 
 
+@variants.register("se", "resnet152")
 def SEResNet152(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
                 classes=1000, classifier_activation="softmax", name="se_resnet152",
                 reduction_ratio=16):
     """SE-ResNet152."""
-    return _resnet(152, locals(), attention="se")
+    return _create_resnet("se", 152, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          reduction_ratio=reduction_ratio)
 
 
+@variants.register("cbam", "resnet152", cbam_variants=("full", "maxpool", "spatial"))
 def CBAMResNet152(include_top=True, weights=None, input_tensor=None, input_shape=None,
                   pooling=None, classes=1000, classifier_activation="softmax",
                   name="cbam_resnet152", cbam_variant="full", reduction_ratio=16):
     """CBAM-ResNet152; ``cbam_variant`` "full", "maxpool" or "spatial"."""
-    return _resnet(152, locals(), attention="cbam")
+    return _create_resnet("cbam", 152, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          cbam_variant=cbam_variant, reduction_ratio=reduction_ratio)
 
 
-def AWResNet152(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                pooling=None, classes=1000, classifier_activation="softmax",
-                name="aw_resnet152", aw_reduction_ratio=16, aw_implementation="auto"):
+@variants.register("aw", "resnet152")
+def AWResNet152(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                classes=1000, classifier_activation="softmax", name="aw_resnet152",
+                aw_reduction_ratio=16, aw_implementation="auto"):
     """AW-ResNet152."""
-    return _resnet(152, locals(), use_aw=True)
+    return _create_resnet("aw", 152, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          aw_reduction_ratio=aw_reduction_ratio,
+                          aw_implementation=aw_implementation)
 
 
+@variants.register("aw_se", "resnet152")
 def AWSEResNet152(include_top=True, weights=None, input_tensor=None, input_shape=None,
                   pooling=None, classes=1000, classifier_activation="softmax",
                   name="aw_se_resnet152", reduction_ratio=16, aw_reduction_ratio=16,
                   aw_implementation="auto"):
     """AW-SE-ResNet152."""
-    return _resnet(152, locals(), attention="se", use_aw=True)
+    return _create_resnet("aw_se", 152, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          reduction_ratio=reduction_ratio, aw_reduction_ratio=aw_reduction_ratio,
+                          aw_implementation=aw_implementation)
 
 
+@variants.register("aw_cbam", "resnet152", cbam_variants=("maxpool", "spatial"))
 def AWCBAMResNet152(include_top=True, weights=None, input_tensor=None, input_shape=None,
                     pooling=None, classes=1000, classifier_activation="softmax",
                     name="aw_cbam_resnet152", cbam_variant="full", reduction_ratio=16,
                     aw_reduction_ratio=16, aw_implementation="auto"):
     """AW-CBAM-ResNet152; ``cbam_variant`` "full", "maxpool" or "spatial"."""
-    return _resnet(152, locals(), attention="cbam", use_aw=True)
+    return _create_resnet("aw_cbam", 152, include_top=include_top, weights=weights,
+                          input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                          classes=classes, classifier_activation=classifier_activation, name=name,
+                          cbam_variant=cbam_variant, reduction_ratio=reduction_ratio,
+                          aw_reduction_ratio=aw_reduction_ratio,
+                          aw_implementation=aw_implementation)
 
 
 # --- CIFAR-size models (28x28 - 32x32 inputs) --------------------------------
 
 
-def _resnet_cifar(args, attention=None, use_aw=False):
-    args = dict(args)
-    blocks = tuple(args.pop("blocks"))
-    width = args.pop("width")
-    stem_stride = args.pop("stem_stride")
+def _create_resnet_cifar(variant, blocks, width, stem_stride, **kwargs):
+    """`ResNetCIFAR` of ``variant``; ``kwargs``: the builder's other arguments."""
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"`width` must be a positive int, got {width!r}.")
+    blocks = tuple(blocks)
     if len(blocks) != 3:
         raise ValueError(f"`blocks` must give 3 stages, got {blocks}.")
-    extra = {k: args.pop(k) for k in list(args) if k in (
-        "reduction_ratio", "aw_reduction_ratio", "aw_implementation")}
-    kwargs = _variant_kwargs(**extra)
-    if attention is None:
-        kwargs.pop("attention_kwargs")
-    if not use_aw:
-        kwargs.pop("aw_kwargs")
+    model_kwargs, block_args = variants.resolve(variant, kwargs)
     return ResNet(blocks, stage_filters=(width, 2 * width, 4 * width), stem="cifar",
-                  stem_stride=stem_stride, attention=attention, use_aw=use_aw, **args, **kwargs)
+                  stem_stride=stem_stride, **model_kwargs, **block_args)
 
 
+@variants.register("plain", "resnet_cifar")
 def ResNetCIFAR(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-                classes=10, classifier_activation="softmax", name="resnet_cifar",
-                blocks=(1, 1, 1), width=16, stem_stride=2):
+                classes=10, classifier_activation="softmax", name="resnet_cifar", blocks=(1, 1, 1),
+                width=16, stem_stride=2):
     """Small bottleneck ResNet for 28x28-32x32 inputs (default input 32x32x3).
 
     ``blocks`` per stage (3 stages, strides 1, 2, 2), bottleneck ``width`` of the
     first stage (doubling per stage; outputs are 4x wider), ``stem_stride`` of
     the 3x3 stem conv (2: a 28x28 input runs its stages at 14, 7, 4).
     """
-    return _resnet_cifar(locals())
+    return _create_resnet_cifar("plain", include_top=include_top, weights=weights,
+                                input_tensor=input_tensor, input_shape=input_shape,
+                                pooling=pooling, classes=classes,
+                                classifier_activation=classifier_activation, name=name,
+                                blocks=blocks, width=width, stem_stride=stem_stride)
 
 
+@variants.register("aw", "resnet_cifar")
 def AWResNetCIFAR(include_top=True, weights=None, input_tensor=None, input_shape=None,
                   pooling=None, classes=10, classifier_activation="softmax",
-                  name="aw_resnet_cifar", blocks=(1, 1, 1), width=16, stem_stride=2, aw_reduction_ratio=16,
-                  aw_implementation="auto"):
+                  name="aw_resnet_cifar", blocks=(1, 1, 1), width=16, stem_stride=2,
+                  aw_reduction_ratio=16, aw_implementation="auto"):
     """`ResNetCIFAR` with AWConv2D 3x3 convs."""
-    return _resnet_cifar(locals(), use_aw=True)
+    return _create_resnet_cifar("aw", include_top=include_top, weights=weights,
+                                input_tensor=input_tensor, input_shape=input_shape,
+                                pooling=pooling, classes=classes,
+                                classifier_activation=classifier_activation, name=name,
+                                blocks=blocks, width=width, stem_stride=stem_stride,
+                                aw_reduction_ratio=aw_reduction_ratio,
+                                aw_implementation=aw_implementation)
 
 
+@variants.register("se", "resnet_cifar")
 def SEResNetCIFAR(include_top=True, weights=None, input_tensor=None, input_shape=None,
                   pooling=None, classes=10, classifier_activation="softmax",
-                  name="se_resnet_cifar", blocks=(1, 1, 1), width=16, stem_stride=2, reduction_ratio=16):
+                  name="se_resnet_cifar", blocks=(1, 1, 1), width=16, stem_stride=2,
+                  reduction_ratio=16):
     """`ResNetCIFAR` with SqueezeExcite blocks."""
-    return _resnet_cifar(locals(), attention="se")
+    return _create_resnet_cifar("se", include_top=include_top, weights=weights,
+                                input_tensor=input_tensor, input_shape=input_shape,
+                                pooling=pooling, classes=classes,
+                                classifier_activation=classifier_activation, name=name,
+                                blocks=blocks, width=width, stem_stride=stem_stride,
+                                reduction_ratio=reduction_ratio)
 
 
+@variants.register("aw_se", "resnet_cifar")
 def AWSEResNetCIFAR(include_top=True, weights=None, input_tensor=None, input_shape=None,
                     pooling=None, classes=10, classifier_activation="softmax",
-                    name="aw_se_resnet_cifar", blocks=(1, 1, 1), width=16, stem_stride=2, reduction_ratio=16,
-                    aw_reduction_ratio=16, aw_implementation="auto"):
+                    name="aw_se_resnet_cifar", blocks=(1, 1, 1), width=16, stem_stride=2,
+                    reduction_ratio=16, aw_reduction_ratio=16, aw_implementation="auto"):
     """`ResNetCIFAR` with AWConv2D 3x3 convs and SqueezeExcite blocks."""
-    return _resnet_cifar(locals(), attention="se", use_aw=True)
-
-
-def _register():
-    for depth, suffix in ((50, "50"), (101, "101"), (152, "152")):
-        builders = {f: globals()[f.replace("@", suffix)] for f in (
-            "ResNet@", "SEResNet@", "CBAMResNet@", "AWResNet@", "AWSEResNet@", "AWCBAMResNet@")}
-        register_variant(f"resnet{depth}", builders["ResNet@"])
-        register_variant(f"se_resnet{depth}", builders["SEResNet@"])
-        register_variant(f"cbam_resnet{depth}", builders["CBAMResNet@"], cbam_variant="full")
-        register_variant(f"cbam_resnet{depth}_maxpool", builders["CBAMResNet@"],
-                         cbam_variant="maxpool")
-        register_variant(f"cbam_resnet{depth}_spatial", builders["CBAMResNet@"],
-                         cbam_variant="spatial")
-        register_variant(f"aw_resnet{depth}", builders["AWResNet@"])
-        register_variant(f"aw_se_resnet{depth}", builders["AWSEResNet@"])
-        register_variant(f"aw_cbam_resnet{depth}_maxpool", builders["AWCBAMResNet@"],
-                         cbam_variant="maxpool")
-        register_variant(f"aw_cbam_resnet{depth}_spatial", builders["AWCBAMResNet@"],
-                         cbam_variant="spatial")
-    register_model("resnet_cifar")(ResNetCIFAR)
-    register_model("aw_resnet_cifar")(AWResNetCIFAR)
-    register_model("se_resnet_cifar")(SEResNetCIFAR)
-    register_model("aw_se_resnet_cifar")(AWSEResNetCIFAR)
-
-
-_register()
+    return _create_resnet_cifar("aw_se", include_top=include_top, weights=weights,
+                                input_tensor=input_tensor, input_shape=input_shape,
+                                pooling=pooling, classes=classes,
+                                classifier_activation=classifier_activation, name=name,
+                                blocks=blocks, width=width, stem_stride=stem_stride,
+                                reduction_ratio=reduction_ratio,
+                                aw_reduction_ratio=aw_reduction_ratio,
+                                aw_implementation=aw_implementation)
