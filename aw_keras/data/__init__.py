@@ -8,8 +8,22 @@ Example:
 >>> train, steps = data.train_dataset(source, preset, batch_size=128, seed=0,
 ...                                   start_epoch=0, end_epoch=10)
 >>> val = data.eval_dataset(source, "validation", preset, batch_size=256)
+
+Detection data (COCO layout, see `aw_keras.data.coco`):
+
+>>> directory = data.fashion_detection_dir(seed=0)     # offline synthetic set, cached
+>>> train_split, val_split = data.find_coco_splits(directory)
+>>> train = data.load_coco(directory, train_split)
+>>> train_ds = data.detection_dataset(train, image_size=128, batch_size=16, training=True)
 """
 
+from aw_keras.data.coco import CocoImage
+from aw_keras.data.coco import CocoSplit
+from aw_keras.data.coco import detection_dataset
+from aw_keras.data.coco import find_coco_splits
+from aw_keras.data.coco import load_coco
+from aw_keras.data.fashion_detection import fashion_detection_dir
+from aw_keras.data.fashion_detection import write_fashion_detection
 from aw_keras.data.pipeline import eval_dataset
 from aw_keras.data.pipeline import image_shape
 from aw_keras.data.pipeline import normalization
