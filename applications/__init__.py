@@ -1,4 +1,4 @@
-"""Model builders (ResNet, MobileNet) with SE, CBAM and AW attention variants.
+"""Model builders (ResNet, MobileNet, FPN backbones) with SE, CBAM and AW attention variants.
 
 Installed as ``aw_keras.applications``.
 """
@@ -8,6 +8,7 @@ from aw_keras.applications.registry import get_model
 from aw_keras.applications.registry import get_model_builder
 from aw_keras.applications.registry import is_model
 from aw_keras.applications.registry import list_models
+from aw_keras.applications.registry import model_task
 from aw_keras.applications.registry import register_model
 from aw_keras.applications.registry import register_variant
 from aw_keras.applications.resnet import ResNet
@@ -39,3 +40,22 @@ from aw_keras.applications.mobilenet import CBAMMobileNet
 from aw_keras.applications.mobilenet import AWMobileNet
 from aw_keras.applications.mobilenet import AWSEMobileNet
 from aw_keras.applications.mobilenet import AWCBAMMobileNet
+from aw_keras.applications.fpn import FPNBackbone
+from aw_keras.applications.fpn import ResNet50FPN
+from aw_keras.applications.fpn import SEResNet50FPN
+from aw_keras.applications.fpn import CBAMResNet50FPN
+from aw_keras.applications.fpn import AWResNet50FPN
+from aw_keras.applications.fpn import AWSEResNet50FPN
+from aw_keras.applications.fpn import AWCBAMResNet50FPN
+from aw_keras.applications.fpn import ResNet101FPN
+from aw_keras.applications.fpn import SEResNet101FPN
+from aw_keras.applications.fpn import CBAMResNet101FPN
+from aw_keras.applications.fpn import AWResNet101FPN
+from aw_keras.applications.fpn import AWSEResNet101FPN
+from aw_keras.applications.fpn import AWCBAMResNet101FPN
+from aw_keras.applications.fpn import ResNetSmallFPN
+from aw_keras.applications.fpn import SEResNetSmallFPN
+from aw_keras.applications.fpn import CBAMResNetSmallFPN
+from aw_keras.applications.fpn import AWResNetSmallFPN
+from aw_keras.applications.fpn import AWSEResNetSmallFPN
+from aw_keras.applications.fpn import AWCBAMResNetSmallFPN

@@ -13,6 +13,8 @@ import fnmatch
 import functools
 
 _MODELS = {}
+_TASKS = {}  # name -> "classification" | "detection_backbone"
+TASKS = ("classification", "detection_backbone")
 
 
 def register_model(name=None, **defaults):
@@ -32,20 +34,35 @@ def register_model(name=None, **defaults):
     return decorator
 
 
-def register_variant(name, fn, **defaults):
-    """Registers ``fn`` with keyword ``defaults`` under ``name``."""
+def register_variant(name, fn, task="classification", **defaults):
+    """Registers ``fn`` with keyword ``defaults`` under ``name``; ``task`` is
+    "classification" (an image classifier) or "detection_backbone" (an FPN
+    backbone whose outputs are a feature pyramid)."""
     if not isinstance(name, str) or not name or name != name.lower():
         raise ValueError(f"Model names must be non-empty lower-case strings, got {name!r}.")
-    if name in _MODELS and _MODELS[name] != (fn, defaults):
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
+    if name in _MODELS and (_MODELS[name], _TASKS[name]) != ((fn, defaults), task):
         raise ValueError(f"A different model is already registered as {name!r}.")
     _MODELS[name] = (fn, defaults)
+    _TASKS[name] = task
 
 
-def list_models(pattern="*"):
-    """Sorted registered names matching the shell-style ``pattern``."""
+def list_models(pattern="*", task=None):
+    """Sorted registered names matching the shell-style ``pattern`` (and ``task``
+    when given: "classification" or "detection_backbone")."""
     if not isinstance(pattern, str):
         raise TypeError(f"`pattern` must be a string, got {pattern!r}.")
-    return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern.lower()))
+    if task is not None and task not in TASKS:
+        raise ValueError(f"`task` must be None or one of {TASKS}, got {task!r}.")
+    return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern.lower())
+                  and task in (None, _TASKS[n]))
+
+
+def model_task(name):
+    """The task of the registered model ``name`` (see `register_variant`)."""
+    get_model_builder(name)  # raises for unknown names
+    return _TASKS[name.lower()]
 
 
 def is_model(name):

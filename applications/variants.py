@@ -178,12 +178,13 @@ def resolve(variant, kwargs):
     return model_kwargs, block_args
 
 
-def register(variant, base, cbam_variants=None):
+def register(variant, base, cbam_variants=None, task="classification"):
     """Decorator registering a builder of ``variant`` of the family ``base``.
 
     Registers ``model_name(variant, base)``; a CBAM variant is registered once per
     entry of ``cbam_variants`` (required for them, e.g. ``("full", "maxpool")``),
-    with that ``cbam_variant`` as registered default. Returns the builder unchanged.
+    with that ``cbam_variant`` as registered default; ``task`` as in
+    `registry.register_variant`. Returns the builder unchanged.
     """
     spec = get_variant(variant)
     if (spec.attention == "cbam") != (cbam_variants is not None):
@@ -198,7 +199,7 @@ def register(variant, base, cbam_variants=None):
         for cbam_variant in cbam_variants or (None,):
             name = model_name(variant, base, cbam_variant)
             defaults = {} if cbam_variant is None else {"cbam_variant": cbam_variant}
-            registry.register_variant(name, builder, **defaults)
+            registry.register_variant(name, builder, task=task, **defaults)
             _REGISTERED[name] = Registration(variant, base, cbam_variant)
         return builder
 

@@ -29,19 +29,25 @@ ISSUE_NAMES = [
 
 # Default run: every ResNet50 / MobileNet / CIFAR variant (101 and 152 only
 # differ in block counts; they are built by test_table1 and the slow sweep).
-CHEAP = [n for n in applications.list_models() if "101" not in n and "152" not in n]
+CHEAP = [n for n in applications.list_models(task="classification") if "101" not in n and "152" not in n]
 
 
 def test_all_issue_names_registered():
-    assert sorted(ISSUE_NAMES) == applications.list_models()
+    assert sorted(ISSUE_NAMES) == applications.list_models(task="classification")
 
 
 def test_list_models_pattern():
-    assert applications.list_models("aw_se_*") == [
+    assert applications.list_models("aw_se_*", task="classification") == [
         "aw_se_mobilenet", "aw_se_resnet101", "aw_se_resnet152", "aw_se_resnet50",
         "aw_se_resnet_cifar",
     ]
     assert applications.list_models("nothing*") == []
+    assert applications.list_models("aw_se_*", task="detection_backbone") == [
+        "aw_se_resnet101_fpn", "aw_se_resnet50_fpn", "aw_se_resnet_small_fpn"]
+    assert applications.model_task("aw_resnet50_fpn") == "detection_backbone"
+    assert applications.model_task("aw_resnet50") == "classification"
+    with pytest.raises(ValueError, match="task"):
+        applications.list_models(task="segmentation")
 
 
 def test_unknown_name_lists_close_matches():
@@ -120,7 +126,7 @@ print("IDENTICAL", model.name)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", applications.list_models())
+@pytest.mark.parametrize("name", applications.list_models(task="classification"))
 def test_every_model_full_sweep(name, tmp_path):
     """Every registered model (small input, 4 classes): forward, fit step, `.keras`
     save/load in a fresh process with identical outputs, headless poolings, a
