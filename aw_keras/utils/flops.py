@@ -7,10 +7,14 @@ v1 and 0.569 for MobileNet: one multiply-add counts 1):
   output position, i.e. ``prod(output spatial) * prod(kernel.shape)``
   (``groups`` and depth multipliers are in the kernel's shape). Bias adds,
   BatchNormalization (foldable into the conv), activations, residual adds,
-  padding, reshapes and dropout count 0.
+  padding, reshapes and dropout count 0; so do the FPN's (`applications/fpn.py`)
+  nearest-neighbour ``UpSampling2D``, its crop (``CropToMatch``), its top-down
+  ``Add`` merges and the input ``Rescaling`` (a scale foldable into the first
+  conv).
 - Pooling layers: one op per pooled input element
-  (``MaxPooling2D``/``AveragePooling2D``: ``outputs * pool area``; global
-  pooling: ``H * W * C``).
+  (``MaxPooling2D``/``AveragePooling2D``: ``outputs * pool area``, so the FPN's
+  P6, a window-1 stride-2 max pool, counts its outputs; global pooling:
+  ``H * W * C``).
 - `SqueezeExcite`: global average pool ``H*W*C`` + the two 1x1 convs
   ``2 * C * C/r`` + the rescale ``H*W*C``.
 - `CBAM`: channel gate as SE (the max pool and a second MLP pass when

@@ -9,6 +9,7 @@ from aw_keras.layers import AWConv2D
 from aw_keras.layers import CBAM
 from aw_keras.layers import SqueezeExcite
 from aw_keras.utils import count_flops
+from aw_keras.utils.flops import layer_flops
 
 
 def _model(*layers, shape=(8, 8, 4)):
@@ -95,3 +96,39 @@ def test_nested_model_counted():
 def test_not_a_model():
     with pytest.raises(TypeError, match="keras.Model"):
         count_flops(keras.layers.Dense(2))
+
+
+def _fpn_attention_flops(variant, hw, c1, c2, k):
+    """Hand count of what ``variant`` adds to one FPN conv (input hw x c1, k x k to c2)."""
+    extra = 0
+    if "aw" in variant:  # pooling, Pointconv1/2 at k*k pooled positions, AK = K + A*K
+        extra += hw * c1 + k * k * (c1 * (c2 // 16) + (c2 // 16) * c2) + k * k * c1 * c2
+    if variant.endswith("se"):
+        extra += 2 * hw * c1 + 2 * c1 * (c1 // 16)
+    if variant.endswith("cbam"):  # full CBAM: avg + max channel gate, 7x7 spatial gate
+        extra += 2 * (hw * c1 + 2 * c1 * (c1 // 16)) + hw * c1
+        extra += 2 * hw * c1 + hw * 2 * 49 + hw * c1
+    return extra
+
+
+@pytest.mark.parametrize("variant", ["plain", "aw", "se", "cbam", "aw_se", "aw_cbam"])
+def test_fpn_layers_counted_by_hand(variant):
+    """The FPN part of a two-stage (P2..P6) backbone, 64x96 input: lateral 1x1 and
+    output 3x3 convs, their attention, P6 (window-1 max pool: its outputs); the
+    upsampling, crop, merges and input rescaling count 0."""
+    prefix = "" if variant == "plain" else variant + "_"
+    model = applications.get_model(f"{prefix}resnet_small_fpn", input_shape=(64, 96, 3),
+                                   levels="two_stage")
+    fpn = 64
+    levels = {2: (16 * 24, 64), 3: (8 * 12, 128), 4: (4 * 6, 256), 5: (2 * 3, 512)}  # hw, C_l
+    expected = 1 * 2 * fpn  # P6: 1x2 outputs of 64 channels
+    for hw, channels in levels.values():
+        expected += hw * channels * fpn + _fpn_attention_flops(variant, hw, channels, fpn, 1)
+        expected += hw * 9 * fpn * fpn + _fpn_attention_flops(variant, hw, fpn, fpn, 3)
+    fpn_layers = [layer for layer in model.layers if layer.name.startswith("fpn_")]
+    assert sum(layer_flops(layer) for layer in fpn_layers) == expected
+    free = [layer for layer in model.layers
+            if type(layer).__name__ in ("UpSampling2D", "CropToMatch", "Add", "Rescaling")]
+    assert {type(layer).__name__ for layer in free} == {
+        "UpSampling2D", "CropToMatch", "Add", "Rescaling"}
+    assert all(layer_flops(layer) == 0 for layer in free)
