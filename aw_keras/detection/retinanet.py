@@ -133,12 +133,33 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
         boxes = keras.utils.bounding_boxes.convert_format(
             boxes, source="xyxy", target=decoder.bounding_box_format, height=height, width=width
         )
-        decoded = decoder(boxes, predictions["cls_logits"], images=images)
+        decoded = self._suppress(boxes, predictions["cls_logits"], images)
         decoded["boxes"] = keras.utils.bounding_boxes.convert_format(
             decoded["boxes"], source=decoder.bounding_box_format,
             target=self.bounding_box_format, height=height, width=width,
         )
         return decoded
+
+    def _suppress(self, boxes, logits, images):
+        """The NMS decoder on a batch; image by image when the batch size is not
+        static (keras-hub's NMS needs a static batch: Keras retraces predict with
+        an unknown batch for a last, smaller batch, and exported signatures have one)."""
+        decoder = self.prediction_decoder
+        if boxes.shape[0] is not None:
+            return decoder(boxes, logits, images=images)
+        import tensorflow as tf
+
+        def one_image(args):
+            box, logit, image = args
+            decoded = decoder(box[None], logit[None], images=image[None])
+            return {key: value[0] for key, value in decoded.items()}
+
+        return tf.map_fn(one_image, (boxes, logits, images), fn_output_signature={
+            "boxes": tf.TensorSpec((decoder.max_detections, 4), boxes.dtype),
+            "confidence": tf.TensorSpec((decoder.max_detections,), logits.dtype),
+            "labels": tf.TensorSpec((decoder.max_detections,), tf.int32),
+            "num_detections": tf.TensorSpec((), tf.int32),
+        })
 
     def get_config(self):
         config = super().get_config()

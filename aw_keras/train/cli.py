@@ -6,6 +6,9 @@ Example:
         --out runs/aw_seed0 --seed 0
     # killed? run the same command with --resume
     aw-train aw_resnet_cifar --init-from runs/plain/last.keras --epochs 2 --out runs/aw_ft
+    # detection: an FPN backbone name means detection (docs/detection.md)
+    aw-train aw_resnet_small_fpn --detector retinanet --dataset fashion_detection \\
+        --image-size 128 --epochs 12 --batch-size 8 --out runs/det_aw
 
 Exit status: 0 done, 2 bad input (nothing written or overwritten), 1 failure.
 """
@@ -69,8 +72,9 @@ def build_parser():
                "(docs/training.md).")
     add = parser.add_argument
     add("model", help="registered model name, e.g. resnet_cifar, aw_resnet_cifar, aw_resnet50")
-    add("--dataset", default="fashion_mnist",
-        help="fashion_mnist (default, offline), folder:PATH or tfds:NAME")
+    add("--dataset", default=None,
+        help="classification: fashion_mnist (default, offline), folder:PATH or tfds:NAME; "
+             "detection: fashion_detection (default, offline) or coco:DIR")
     add("--data-dir", default=None, help="tfds data_dir, or the Fashion-MNIST directory")
     add("--out", required=True, help="output directory (new/empty, or this run's with --resume)")
     add("--epochs", type=_int_at_least(1, "--epochs"), default=None,
@@ -103,6 +107,10 @@ def build_parser():
     add("--keep-checkpoints", type=_int_at_least(1, "--keep-checkpoints"), default=3)
     add("--attention-images", type=_int_at_least(0, "--attention-images"), default=4,
         help="validation images in the attention-map plot (0: none)")
+    add("--detector", choices=("retinanet",), default=None,
+        help="detection: the detector on the FPN backbone MODEL (default retinanet)")
+    add("--image-size", type=_int_at_least(32, "--image-size"), default=None,
+        help="detection: square training/evaluation image size (default 128)")
     add("--verbose", type=int, choices=(0, 1, 2), default=None,
         help="Keras progress: 1 bar, 2 one line per epoch (default: 1 on a terminal)")
     return parser
@@ -125,6 +133,22 @@ def check_early(args):
             applications.get_model_builder(args.model)
         except ValueError as error:
             raise UsageError(str(error)) from None
+    detection = applications.model_task(args.model.lower()) == "detection_backbone"
+    if detection:
+        args.detector = args.detector or "retinanet"
+        args.dataset = args.dataset or "fashion_detection"
+        if not (args.dataset == "fashion_detection" or args.dataset.lower().startswith("coco:")):
+            raise UsageError(f"--dataset {args.dataset!r} is not a detection dataset; "
+                             f"{args.model} is an FPN backbone: use coco:DIR or fashion_detection.")
+        if args.dataset.lower().startswith("coco:") and not os.path.isdir(args.dataset[5:]):
+            raise UsageError(f"--dataset {args.dataset!r}: directory {args.dataset[5:]!r} does "
+                             "not exist.")
+    else:
+        for flag, value in (("--detector", args.detector), ("--image-size", args.image_size)):
+            if value is not None:
+                raise UsageError(f"{flag} applies to detection (an FPN backbone model such as "
+                                 f"aw_resnet50_fpn); {args.model} is a classifier.")
+        args.dataset = args.dataset or "fashion_mnist"
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise UsageError(f"--data-dir {args.data_dir!r} does not exist or is not a directory.")
     spec = args.dataset
@@ -168,10 +192,16 @@ def main(argv=None):
             resume=args.resume, mixed_precision=args.mixed_precision, jit=args.jit,
             strategy=args.strategy, checkpoint_steps=args.checkpoint_steps,
             keep_checkpoints=args.keep_checkpoints, attention_images=args.attention_images,
-            verbose=args.verbose, init_from=args.init_from)
-        from aw_keras.train.run import train
+            verbose=args.verbose, init_from=args.init_from, detector=args.detector,
+            image_size=args.image_size)
+        if config.detector:
+            from aw_keras.train.detection import train_detector
 
-        train(config)
+            train_detector(config)
+        else:
+            from aw_keras.train.run import train
+
+            train(config)
     except (UsageError, DataError) as error:
         print(f"aw-train: error: {option_message(str(error), parser)}", file=sys.stderr,
               flush=True)

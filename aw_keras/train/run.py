@@ -22,7 +22,7 @@ RUN_FILE = "run.json"
 # Settings that define a run: resuming with any of them changed is refused.
 IDENTITY = ("model", "model_kwargs", "dataset", "data_dir", "preset", "epochs", "batch_size",
             "seed", "train_examples", "val_examples", "learning_rate", "mixed_precision",
-            "init_from")
+            "init_from", "detector", "image_size")
 
 
 class UsageError(ValueError):
@@ -53,6 +53,8 @@ class RunConfig:
     verbose: int = None           # Keras fit verbosity; None: 1 on a terminal, else 2
     init_from: str = None         # "imagenet" or a .keras / .weights.h5 file: start from it
                                   # (aw_keras.applications.from_pretrained)
+    detector: str = None          # detection only (an FPN backbone model): "retinanet"
+    image_size: int = None        # detection only: square training/evaluation size
 
     def identity(self):
         return {k: getattr(self, k) for k in IDENTITY}
@@ -251,8 +253,10 @@ def _keras_callback_base():
 class RunKeeper(_keras_callback_base()):
     """History, timing, best model and checkpoints (every N steps, every epoch)."""
 
-    def __init__(self, config, manager, state, steps, is_chief, best_path):
+    def __init__(self, config, manager, state, steps, is_chief, best_path,
+                 best_metric="val_accuracy"):
         super().__init__()
+        self.best_metric = best_metric  # the largest value of this log key is the best model
         self.config, self.manager, self.state = config, manager, state
         self.steps, self.is_chief, self.best_path = steps, is_chief, best_path
         self._epoch_start = None
@@ -291,11 +295,11 @@ class RunKeeper(_keras_callback_base()):
         self.state["_seen_epoch_in_process"] = True
         self.state["history"] = [h for h in self.state["history"] if h["epoch"] != epoch + 1]
         self.state["history"].append(entry)
-        val = logs.get("val_accuracy")
-        improved = val is not None and (self.state.get("best_val_accuracy") is None
-                                        or val > self.state["best_val_accuracy"])
+        val = logs.get(self.best_metric)
+        key = f"best_{self.best_metric}"
+        improved = val is not None and (self.state.get(key) is None or val > self.state[key])
         if improved:
-            self.state.update(best_val_accuracy=val, best_epoch=epoch + 1)
+            self.state.update({key: val, "best_epoch": epoch + 1})
             if self.is_chief:
                 save_model_atomically(self.model, self.best_path)
         self.state.update(epoch=epoch + 1, step_in_epoch=0, global_step=self._global_step())

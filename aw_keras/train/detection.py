@@ -1,0 +1,235 @@
+"""One detection training run: an FPN backbone in a detector, COCO-format data, COCO mAP.
+
+`train_detector(config)` is what ``aw-train`` calls when the model is an FPN
+backbone (``aw_keras.applications.list_models(task="detection_backbone")``)::
+
+    aw-train aw_resnet_small_fpn --detector retinanet --dataset fashion_detection \\
+        --image-size 128 --epochs 12 --batch-size 8 --out runs/det_aw
+
+Datasets: ``coco:DIR`` (the COCO 2017 layout, `aw_keras.data.load_coco`) or
+``fashion_detection`` (the offline synthetic set, generated once and cached).
+The run directory holds what a classification run holds (``run.json``,
+checkpoints, ``history.json``, ``metrics.json`` with ``map``/``map50``/``map75``
+and the size breakdown, ``best.keras`` by validation mAP, ``last.keras``,
+TensorBoard logs) and the plots of `aw_keras.train.detection_plots`. Resuming
+(``resume=True``) continues from the last finished epoch.
+"""
+
+import dataclasses
+import os
+import sys
+import time
+
+from aw_keras.train import run as classification
+from aw_keras.train.checkpoint import CheckpointManager
+from aw_keras.train.checkpoint import atomic_write_json
+from aw_keras.train.checkpoint import remove_stale_temporaries
+from aw_keras.train.run import UsageError
+from aw_keras.train.run import log
+
+DETECTORS = ("retinanet",)
+DEFAULT_DATASET = "fashion_detection"
+DEFAULT_EPOCHS = 12
+DEFAULT_LEARNING_RATE = 1e-3  # AdamW, cosine decay with a linear warmup
+WARMUP_FRACTION = 0.05
+
+
+def _detection_source(config):
+    """(train CocoSplit, validation CocoSplit, dataset name) of ``config.dataset``."""
+    from aw_keras import data
+
+    spec = config.dataset
+    if spec == DEFAULT_DATASET:
+        directory = data.fashion_detection_dir(fashion_mnist_dir=config.data_dir)
+        name = DEFAULT_DATASET
+    elif spec.lower().startswith("coco:"):
+        directory = spec[len("coco:"):]
+        name = spec
+    else:
+        raise UsageError(f"`dataset` {spec!r} is not a detection dataset: use 'coco:DIR' (the "
+                         f"COCO layout) or '{DEFAULT_DATASET}' (offline).")
+    train_name, val_name = data.find_coco_splits(directory)
+    train_split = data.load_coco(directory, train_name)
+    val_split = data.load_coco(directory, val_name)
+    for split in (train_split, val_split):
+        log(f"[aw-train] {split.report()}")
+    if train_split.category_ids != val_split.category_ids:
+        raise UsageError(f"`dataset` {spec!r}: the train and validation splits have different "
+                         f"categories ({train_split.category_ids} vs {val_split.category_ids}).")
+    if not train_split.images:
+        raise UsageError(f"`dataset` {spec!r} has no usable training image.")
+    return train_split, val_split, name
+
+
+def build_detector(config, num_classes):
+    """The detector of ``config`` on its FPN backbone (fixed square image size)."""
+    from aw_keras import applications
+    from aw_keras.detection import RetinaNet
+
+    size = config.image_size
+    kwargs = dict(config.model_kwargs)
+    kwargs.setdefault("input_shape", (size, size, 3))
+    try:
+        backbone = applications.get_model(config.model, **kwargs)
+        return RetinaNet(backbone, num_classes=num_classes)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"Cannot build detector {config.detector!r} on {config.model!r} with "
+                         f"{kwargs}: {error}") from error
+
+
+def make_optimizer(config, steps_per_epoch):
+    import keras
+
+    total = max(1, steps_per_epoch * config.epochs)
+    warmup = max(1, int(WARMUP_FRACTION * total))
+    lr = config.learning_rate or DEFAULT_LEARNING_RATE
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, total - warmup), warmup_target=lr, warmup_steps=warmup)
+    return keras.optimizers.AdamW(schedule, weight_decay=1e-4, global_clipnorm=10.0)
+
+
+def _metrics_callback_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class CocoMapCallback(_metrics_callback_base()):
+    """Adds the validation COCO mAP (``val_map``, ``val_map50``, ``val_map75``) to
+    each epoch's logs, before the `RunKeeper` reads them."""
+
+    def __init__(self, dataset, split):
+        super().__init__()
+        self.dataset, self.split = dataset, split
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        result = evaluate_map(self.model, self.dataset, self.split)
+        logs.update({f"val_{k}": v for k, v in result.items() if k in ("map", "map50", "map75")})
+        log(f"[aw-train] epoch {epoch + 1}: validation mAP {result['map']:.4f}, "
+            f"mAP@0.5 {result['map50']:.4f}")
+
+
+def evaluate_map(model, dataset, split):
+    """COCO metrics of ``model`` on ``dataset`` (batches with metadata) of ``split``."""
+    from aw_keras.detection import CocoEvaluator
+
+    evaluator = CocoEvaluator(split.ground_truth(), category_id_of=split.category_id_of)
+    for images, _, metadata in dataset:
+        predictions = model.predict_on_batch(images)
+        evaluator.update(predictions, metadata["image_id"].numpy(), metadata["scale"].numpy())
+    return {k: float(v) for k, v in evaluator.result().items()}
+
+
+def train_detector(config):
+    """Runs (or resumes) a detection ``config``; returns the metrics dict."""
+    import keras
+
+    from aw_keras import data
+
+    if config.detector not in DETECTORS:
+        raise UsageError(f"`detector` must be one of {DETECTORS}, got {config.detector!r}.")
+    for field in ("strategy", "init_from", "preset"):
+        if getattr(config, field):
+            raise UsageError(f"`{field}` is not supported for detection runs yet.")
+    if config.epochs is None:
+        config.epochs = DEFAULT_EPOCHS
+    if config.image_size is None:
+        config.image_size = 128
+    train_split, val_split, dataset_name = _detection_source(config)
+    resuming = classification.prepare_output_dir(config)
+    keras.utils.set_random_seed(config.seed)
+    steps = len(train_split.images) // config.batch_size
+    if steps < 1:
+        raise UsageError(f"`batch_size` {config.batch_size} is larger than the "
+                         f"{len(train_split.images)} training images.")
+    if config.train_examples:
+        steps = min(steps, max(1, config.train_examples // config.batch_size))
+    model = build_detector(config, train_split.num_classes)
+    optimizer = make_optimizer(config, steps)
+    model.compile(optimizer=optimizer, jit_compile=bool(config.jit))
+    optimizer.build(model.trainable_variables)
+
+    out = config.out
+    os.makedirs(out, exist_ok=True)
+    remove_stale_temporaries(out)
+    if not resuming:
+        atomic_write_json(os.path.join(out, classification.RUN_FILE), {
+            "identity": classification._normalized(config.identity()),
+            "config": classification._normalized(dataclasses.asdict(config)),
+            "learning_rate": config.learning_rate or DEFAULT_LEARNING_RATE,
+            "data": {"train": train_split.report(), "validation": val_split.report()},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+    manager = CheckpointManager(os.path.join(out, "checkpoints"), keep=config.keep_checkpoints,
+                                log=log)
+    state = manager.restore_latest(model, optimizer) if resuming else None
+    if state is None:
+        state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [],
+                 "best_val_map": None, "best_epoch": None}
+    state.pop("_seen_epoch_in_process", None)
+
+    size, batch = config.image_size, config.batch_size
+    val_examples = config.val_examples
+    val_meta = data.detection_dataset(val_split, size, batch, with_metadata=True)
+    if val_examples:
+        val_meta = val_meta.take(max(1, -(-val_examples // batch)))
+    val_ds = val_meta.map(lambda images, targets, _: (images, targets))
+    keeper = classification.RunKeeper(config, manager, state, steps, True,
+                                      os.path.join(out, "best.keras"), best_metric="val_map")
+    callbacks = [CocoMapCallback(val_meta, val_split), keeper]
+    if classification.tensorboard_available():
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"),
+                                                     profile_batch=0))
+    verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    log(f"[aw-train] {config.detector} on {config.model} ({model.count_params():,} params), "
+        f"{dataset_name}: {len(train_split.images)} train / {len(val_split.images)} validation "
+        f"images at {size}x{size}, {steps} steps/epoch of {batch}, epochs "
+        f"{state['epoch']}->{config.epochs}")
+    for epoch in range(state["epoch"], config.epochs):
+        # one dataset per epoch, shuffled by (seed, epoch): a resumed run sees the same order
+        train_ds = data.detection_dataset(train_split, size, batch, training=True,
+                                          seed=config.seed * 1000 + epoch)
+        model.fit(train_ds, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps,
+                  validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+    if resuming and state["epoch"] >= config.epochs:
+        log(f"[aw-train] all {config.epochs} epochs were already done; evaluating.")
+    return finish(config, model, state, val_meta, val_split, dataset_name)
+
+
+def finish(config, model, state, val_meta, val_split, dataset_name):
+    start = time.perf_counter()
+    result = evaluate_map(model, val_meta, val_split)
+    seconds = time.perf_counter() - start
+    evaluated = min(len(val_split.images), config.val_examples or len(val_split.images))
+    metrics = {
+        "model": config.model, "detector": config.detector, "dataset": dataset_name,
+        "seed": config.seed, "epochs": state["epoch"], "image_size": config.image_size,
+        "params": int(model.count_params()),
+        "backbone_params": int(model.backbone.count_params()),
+        "gflops_backbone": classification._gflops(model.backbone),
+        **{k: (None if v != v else round(v, 6)) for k, v in result.items()},
+        "validation_images": evaluated,
+        "train_images_per_second": classification._train_images_per_second(state["history"]),
+        "eval_images_per_second": round(evaluated / seconds, 2),
+        "best_epoch": state.get("best_epoch"),
+        "best_val_map": state.get("best_val_map"),
+        "weights_sha256": classification._weights_digest(model),
+        "note": "COCO metrics of the last model on the validation split (pycocotools); null: "
+                "no ground truth of that size",
+    }
+    classification.save_model_atomically(model, os.path.join(config.out, "last.keras"))
+    classification.write_history(config.out, state["history"])
+    atomic_write_json(os.path.join(config.out, "metrics.json"), metrics)
+    try:
+        from aw_keras.train import detection_plots
+
+        written = detection_plots.write_all(config.out, state["history"], model, val_meta,
+                                            val_split, config.attention_images)
+        log("[aw-train] plots: " + ", ".join(written))
+    except Exception as error:  # noqa: BLE001 - plots are a convenience
+        log(f"[aw-train] could not write plots: {type(error).__name__}: {error}")
+    log(f"[aw-train] validation mAP {metrics['map']:.4f}, mAP@0.5 {metrics['map50']:.4f}, "
+        f"mAP@0.75 {metrics['map75']:.4f}, train {metrics['train_images_per_second']} images/s")
+    return metrics
