@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 
 from aw_keras.applications import get_model  # noqa: E402
 from aw_keras.export import export_tflite  # noqa: E402
+from aw_keras.export.transform import walk_layers  # noqa: E402
 from aw_keras.export.verify import TFLiteRunner  # noqa: E402
 from timing import time_interleaved  # noqa: E402  (benchmarks/timing.py)
 
@@ -54,7 +55,7 @@ def give_batch_norms_offsets(model, rng):
     activations identically 0 over the calibration data; their ~0 int8 ranges
     make XNNPACK refuse the graph (see docs/export.md). Trained models have
     non-zero betas: draw them here, for plain and AW models alike."""
-    for layer in model._flatten_layers(include_self=False):
+    for layer in walk_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization) and layer.center:
             layer.beta.assign(rng.uniform(0.05, 0.3, layer.beta.shape).astype("float32"))
 

@@ -109,6 +109,9 @@ def build_parser():
         help="validation images in the attention-map plot (0: none)")
     add("--detector", choices=("retinanet",), default=None,
         help="detection: the detector on the FPN backbone MODEL (default retinanet)")
+    add("--detector-kwargs", type=_json_object, default={},
+        help="detection: JSON object of extra detector arguments, e.g. "
+             "'{\"pre_logits_num_conv_layers\": 2}' (lighter RetinaNet heads)")
     add("--image-size", type=_int_at_least(32, "--image-size"), default=None,
         help="detection: square training/evaluation image size (default 128)")
     add("--verbose", type=int, choices=(0, 1, 2), default=None,
@@ -144,7 +147,8 @@ def check_early(args):
             raise UsageError(f"--dataset {args.dataset!r}: directory {args.dataset[5:]!r} does "
                              "not exist.")
     else:
-        for flag, value in (("--detector", args.detector), ("--image-size", args.image_size)):
+        for flag, value in (("--detector", args.detector), ("--image-size", args.image_size),
+                            ("--detector-kwargs", args.detector_kwargs or None)):
             if value is not None:
                 raise UsageError(f"{flag} applies to detection (an FPN backbone model such as "
                                  f"aw_resnet50_fpn); {args.model} is a classifier.")
@@ -193,7 +197,7 @@ def main(argv=None):
             strategy=args.strategy, checkpoint_steps=args.checkpoint_steps,
             keep_checkpoints=args.keep_checkpoints, attention_images=args.attention_images,
             verbose=args.verbose, init_from=args.init_from, detector=args.detector,
-            image_size=args.image_size)
+            detector_kwargs=args.detector_kwargs, image_size=args.image_size)
         if config.detector:
             from aw_keras.train.detection import train_detector
 

@@ -32,6 +32,10 @@ DEFAULT_DATASET = "fashion_detection"
 DEFAULT_EPOCHS = 12
 DEFAULT_LEARNING_RATE = 1e-3  # AdamW, cosine decay with a linear warmup
 WARMUP_FRACTION = 0.05
+# BatchNorm momentum of the detector: Keras's 0.99 leaves the moving statistics far
+# behind the batch statistics for hundreds of steps, and the model that evaluates
+# (inference mode) is then not the one that trains (docs/detection.md).
+BN_MOMENTUM = 0.9
 
 
 def _detection_source(config):
@@ -71,10 +75,11 @@ def build_detector(config, num_classes):
     kwargs.setdefault("input_shape", (size, size, 3))
     try:
         backbone = applications.get_model(config.model, **kwargs)
-        return RetinaNet(backbone, num_classes=num_classes)
+        return RetinaNet(backbone, num_classes=num_classes, **config.detector_kwargs)
     except (TypeError, ValueError) as error:
         raise UsageError(f"Cannot build detector {config.detector!r} on {config.model!r} with "
-                         f"{kwargs}: {error}") from error
+                         f"backbone arguments {kwargs} and detector arguments "
+                         f"{config.detector_kwargs}: {error}") from error
 
 
 def make_optimizer(config, steps_per_epoch):
@@ -147,6 +152,7 @@ def train_detector(config):
     if config.train_examples:
         steps = min(steps, max(1, config.train_examples // config.batch_size))
     model = build_detector(config, train_split.num_classes)
+    classification.set_bn_momentum(model, BN_MOMENTUM)
     optimizer = make_optimizer(config, steps)
     model.compile(optimizer=optimizer, jit_compile=bool(config.jit))
     optimizer.build(model.trainable_variables)

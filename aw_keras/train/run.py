@@ -22,7 +22,7 @@ RUN_FILE = "run.json"
 # Settings that define a run: resuming with any of them changed is refused.
 IDENTITY = ("model", "model_kwargs", "dataset", "data_dir", "preset", "epochs", "batch_size",
             "seed", "train_examples", "val_examples", "learning_rate", "mixed_precision",
-            "init_from", "detector", "image_size")
+            "init_from", "detector", "detector_kwargs", "image_size")
 
 
 class UsageError(ValueError):
@@ -55,6 +55,7 @@ class RunConfig:
                                   # (aw_keras.applications.from_pretrained)
     detector: str = None          # detection only (an FPN backbone model): "retinanet"
     image_size: int = None        # detection only: square training/evaluation size
+    detector_kwargs: dict = dataclasses.field(default_factory=dict)  # detection: RetinaNet(...)
 
     def identity(self):
         return {k: getattr(self, k) for k in IDENTITY}

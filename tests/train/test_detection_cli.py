@@ -34,6 +34,7 @@ def coco_dir(tmp_path_factory):
 @pytest.mark.parametrize("argv, message", [
     (["aw_resnet_cifar", "--detector", "retinanet"], "--detector applies to detection"),
     (["aw_resnet_cifar", "--image-size", "64"], "--image-size applies to detection"),
+    (["aw_resnet_cifar", "--detector-kwargs", '{"a": 1}'], "--detector-kwargs applies"),
     (["aw_resnet_small_fpn", "--dataset", "fashion_mnist"], "not a detection dataset"),
     (["aw_resnet_small_fpn", "--dataset", "coco:/no/such/dir"], "does not exist"),
 ])
@@ -48,6 +49,7 @@ def _command(coco_dir, out, epochs, model="aw_resnet_small_fpn"):
     return train_command(
         model, "--dataset", f"coco:{coco_dir}", "--image-size", "64", "--epochs", str(epochs),
         "--batch-size", "4", "--model-kwargs", '{"fpn_channels": 16}', "--attention-images", "2",
+        "--detector-kwargs", '{"pre_logits_num_conv_layers": 1}',
         "--verbose", "2", "--out", out)
 
 

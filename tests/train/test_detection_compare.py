@@ -1,0 +1,54 @@
+"""The detection comparison's analysis: mean +- std per model over seeds, the paired
+mAP difference against the first model (higher is better), the Markdown table and
+the plot, on finished runs written by hand."""
+
+import json
+import os
+
+import pytest
+
+from aw_keras.train import compare
+from aw_keras.train import detection_compare
+
+
+def _write_run(out, model, seed, map_, map50, map75):
+    directory = compare.run_dir(out, model, seed)
+    os.makedirs(directory)
+    with open(os.path.join(directory, "metrics.json"), "w") as f:
+        json.dump({"map": map_, "map50": map50, "map75": map75, "params": 1000,
+                   "epochs": 2, "train_images_per_second": 10.0}, f)
+    with open(os.path.join(directory, "history.json"), "w") as f:
+        json.dump([{"epoch": 1, "train_seconds": 1.0}], f)
+
+
+def test_summary_table_and_plot_of_finished_runs(tmp_path):
+    out = str(tmp_path)
+    values = {("plain_fpn", 0): 0.10, ("plain_fpn", 1): 0.20, ("plain_fpn", 2): 0.15,
+              ("aw_fpn", 0): 0.14, ("aw_fpn", 1): 0.25, ("aw_fpn", 2): 0.19}
+    for (model, seed), value in values.items():
+        _write_run(out, model, seed, value, 2 * value, value / 2)
+    summary, failed = detection_compare.compare_detectors(
+        out, ["plain_fpn", "aw_fpn"], [0, 1, 2], ["--epochs", "2"], log=lambda *_: None)
+    assert failed == []  # every run was finished: reused, nothing trained
+    plain, aw = summary["models"]["plain_fpn"], summary["models"]["aw_fpn"]
+    assert plain["map"][0] == pytest.approx(0.15) and plain["map"][1] == pytest.approx(0.05)
+    assert aw["map50"][0] == pytest.approx(2 * (0.14 + 0.25 + 0.19) / 3)
+    paired = summary["paired"]["aw_fpn"]
+    assert paired["mean_diff"] == pytest.approx((0.04 + 0.05 + 0.04) / 3)
+    assert paired["n"] == 3 and paired["ci95"][0] > 0  # consistently higher mAP
+    assert paired["verdict"] == "better"
+    table = open(os.path.join(out, "detection.md")).read()
+    assert "| aw_fpn | 1,000 | 19.33 +- 5.51 |" in table
+    assert "aw_fpn vs plain_fpn: mAP difference +4.33 points" in table
+    assert os.path.getsize(os.path.join(out, "plots", "detection_map.png")) > 0
+    assert json.load(open(os.path.join(out, "detection.json")))["baseline"] == "plain_fpn"
+
+
+def test_one_seed_says_there_is_no_interval(tmp_path):
+    out = str(tmp_path)
+    _write_run(out, "a", 0, 0.1, 0.2, 0.05)
+    _write_run(out, "b", 0, 0.2, 0.3, 0.1)
+    summary, _ = detection_compare.compare_detectors(out, ["a", "b"], [0], [],
+                                                     log=lambda *_: None)
+    assert summary["models"]["a"]["map"][1] is None
+    assert "no interval" in open(os.path.join(out, "detection.md")).read()
