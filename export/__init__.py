@@ -5,9 +5,17 @@ one in a target's export form (`aw_keras.export.policy`); the exporters call
 it and write the artifact; `verify` runs an artifact in its runtime.
 
 >>> from aw_keras.export import export_saved_model, export_tflite, export_onnx, verify
+
+Detectors (a RetinaNet) go through the same functions: the SavedModel serves
+decoded boxes, TFLite / ONNX hold the raw heads, which `decode_raw_outputs`
+decodes (`aw_keras.export.detection`).
 """
 
 from aw_keras.export.common import ExportError
+from aw_keras.export.detection import DetectionDecoder
+from aw_keras.export.detection import decode_raw_outputs
+from aw_keras.export.detection import is_detector
+from aw_keras.export.detection import save_decoder_config
 from aw_keras.export.layers import AWConvExport
 from aw_keras.export.onnx import export_onnx
 from aw_keras.export.policy import ExportPolicy
@@ -21,3 +29,4 @@ from aw_keras.export.transform import export_model
 from aw_keras.export.verify import VerificationResult
 from aw_keras.export.verify import format_table
 from aw_keras.export.verify import verify
+from aw_keras.export.verify import verify_detection

@@ -16,6 +16,16 @@ Verification inputs are uniform random images in [0, 1) unless
 ``--calibration-data FILE.npy`` or random images. With a randomly initialized
 model and random inputs the quantized top-1 check is often not meaningful:
 pass real data and trained weights for that.
+
+A saved detector (``.keras`` of an `aw_keras.detection.RetinaNet`) gives
+``DIR/saved_model/<version>/`` serving decoded detections (``images`` ->
+``boxes``, ``scores``, ``classes``, ``num_detections``), ``DIR/<name>_float32.tflite``
+and ``DIR/<name>.onnx`` holding the raw heads (``bbox_regression``,
+``cls_logits``), and ``DIR/<name>_decoder.json`` for
+`aw_keras.export.detection.decode_raw_outputs`; each artifact is verified
+against ``detector.predict`` (`aw_keras.export.verify.verify_detection`) on random
+images with values in [0, 255) unless ``--verify-data`` is given. Quantized
+TFLite (``--quantization`` other than none) is refused for detectors (exit 2).
 """
 
 import argparse
@@ -114,6 +124,10 @@ def load_model(args):
     from aw_keras import applications
 
     if _looks_like_path(args.model):
+        try:
+            import aw_keras.detection  # noqa: F401  (registers RetinaNet, so detectors load)
+        except ImportError:  # keras-hub (the "detection" extra) is not installed
+            pass
         return keras.saving.load_model(args.model)
     kwargs = {}
     if args.input_size is not None:
@@ -125,7 +139,7 @@ def load_model(args):
     return applications.get_model(args.model.lower(), **kwargs)
 
 
-def _images(path, model, count, seed):
+def _images(path, model, count, seed, scale=1.0):
     import numpy as np
 
     if path:
@@ -135,7 +149,7 @@ def _images(path, model, count, seed):
             raise UsageError(f"{path!r} holds shape {images.shape}; the model takes (N,) + {expected}.")
         return images
     shape = tuple(d if d is not None else 224 for d in model.inputs[0].shape[1:])
-    return np.random.default_rng(seed).random((count,) + shape, dtype=np.float32)
+    return np.random.default_rng(seed).random((count,) + shape, dtype=np.float32) * np.float32(scale)
 
 
 def run(args):
@@ -147,9 +161,11 @@ def run(args):
             _check_file(path, what)
 
     from aw_keras.export import common
+    from aw_keras.export import detection
     from aw_keras.export import onnx as onnx_export
     from aw_keras.export import saved_model as sm_export
     from aw_keras.export import tflite as tflite_export
+    from aw_keras.export.verify import detection_reference
     from aw_keras.export.verify import format_table
     from aw_keras.export.verify import keras_reference
     from aw_keras.export.verify import verify
@@ -161,8 +177,20 @@ def run(args):
 
     model = load_model(args)
     name = model.name
-    inputs = _images(args.verify_data, model, args.verify_samples, args.seed)
-    reference = keras_reference(model, inputs)
+    is_detector = detection.is_detector(model)
+    if is_detector and "tflite" in formats:
+        quantized = [q for q in quantizations if QUANTIZATION_NAMES[q] is not None]
+        if quantized:
+            raise UsageError(
+                f"--quantization {','.join(quantized)} is not supported for detectors "
+                f"({name!r}): the TFLite export of a detector is the float32 network (raw "
+                "outputs bbox_regression, cls_logits), verified by decoding it against "
+                "detector.predict; quantized detectors have no such check. Use --quantization none."
+            )
+    # a detector takes pixel values (0-255), a classifier here images in [0, 1)
+    inputs = _images(args.verify_data, model, args.verify_samples, args.seed,
+                     scale=255.0 if is_detector else 1.0)
+    reference = detection_reference(model, inputs) if is_detector else keras_reference(model, inputs)
     artifacts, failures = [], []
 
     def attempt(label, fn):
@@ -194,6 +222,14 @@ def run(args):
         attempt("onnx", lambda: onnx_export.export_onnx(
             model, os.path.join(out, f"{name}.onnx"), opset=args.opset,
             implementation=args.implementation))
+    if is_detector and {"tflite", "onnx"} & set(formats):
+        # the decode step of the raw TFLite / ONNX outputs (decode_raw_outputs)
+        try:
+            path = detection.save_decoder_config(model, os.path.join(out, f"{name}_decoder.json"))
+            common.log(f"wrote detection decoder config {path}")
+        except Exception as error:
+            failures.append(f"decoder config: {error}")
+            print(f"aw-export: decoder config failed: {error}", file=sys.stderr)
 
     results = []
     for path in artifacts:

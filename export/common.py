@@ -59,7 +59,29 @@ def image_spec(model, batch=None, name="images", dtype=tf.float32):
 
 
 def serving_function(model, output_key=None):
-    """A tf.function images -> {output_key: model(images)} (inference mode)."""
+    """A tf.function images -> {output_key: model(images)} (inference mode).
+
+    For a detector rewritten by `export_model` (it carries the detector's decode
+    step): images -> {boxes, scores, classes, num_detections}, decoded in the
+    graph (`aw_keras.export.detection`). For another model with dict outputs:
+    images -> those outputs, under their own names.
+    """
+    from aw_keras.export import detection
+
+    if detection.decoder_of(model) is not None:
+        return detection.serving_function(model)
+    try:
+        structure = model.output
+    except (AttributeError, ValueError):
+        structure = None
+    if isinstance(structure, dict):
+        names = list(structure)
+
+        def serve_dict(images):
+            outputs = model(images, training=False)
+            return {name: outputs[name] for name in names}
+
+        return tf.function(serve_dict)
     output_key = output_key or output_name(model)
 
     def serve(images):
@@ -115,7 +137,9 @@ def temporary_saved_model(model):
     """A SavedModel of ``model`` (float32 ``images`` input, dynamic batch,
     ``serving_default`` signature) in a temp dir, removed afterwards; or
     ``model`` itself when it is already a SavedModel directory. The converters
-    read it; pass a model from `export_model`."""
+    read it; pass a model from `export_model`. For a detector's `export_model`
+    result the signature returns its raw outputs (``bbox_regression``,
+    ``cls_logits``), not decoded detections."""
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not os.path.isfile(os.path.join(path, "saved_model.pb")):
@@ -124,10 +148,17 @@ def temporary_saved_model(model):
         return
     from aw_keras.export.saved_model import write_serving_saved_model
 
+    from aw_keras.export import detection
+
     scratch = tempfile.mkdtemp(prefix="aw_export_sm_")
     try:
         path = os.path.join(scratch, "saved_model")
-        write_serving_saved_model(model, path)
+        if detection.decoder_of(model) is not None:
+            # the converters get a detector's network alone: its NMS does not
+            # convert to TFLite builtins (aw_keras.export.detection)
+            detection.write_raw_saved_model(model, path)
+        else:
+            write_serving_saved_model(model, path)
         yield path
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

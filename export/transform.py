@@ -203,11 +203,22 @@ def export_model(model, target="saved_model", implementation=None, fold_batch_no
         A functional model with the same name, inputs and outputs, in which
         every AWConv2D is an `AWConvExport`, absorbed BatchNorm and ReLU layers
         are `Absorbed` pass-through layers of the same name, and all other layers are copies.
+        For a detector (`aw_keras.export.detection.is_detector`, e.g. a RetinaNet) it
+        is the plain functional network ``images -> {"bbox_regression",
+        "cls_logits"}`` (nested backbone included) carrying the detector's decode
+        step (`aw_keras.export.detection.DetectionDecoder`): its SavedModel serves
+        decoded boxes, its TFLite / ONNX the raw outputs. Detectors export to
+        ``tflite_float32`` only among the TFLite targets (`ExportError` otherwise).
     """
     policy = policy_for(target, implementation=implementation, fold_batch_norms=fold_batch_norms,
                         clip_blocks=clip_blocks, split_residual=split_residual)
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model, received {type(model).__name__}.")
+    from aw_keras.export import detection
+
+    is_detector = detection.is_detector(model)
+    if is_detector:
+        detection.check_target(model, target)
     plan = plan_rewrites(model, policy)
     absorbed = {}  # id(layer) -> name of the AWConv2D that absorbs it
     for conv_id, (_, norm, relu, _) in plan.items():
@@ -253,4 +264,6 @@ def export_model(model, target="saved_model", implementation=None, fold_batch_no
     if rewritten:
         log(f"{target}: {len(rewritten)} AWConv2D as {forms}, {folded} BatchNorm folded, "
             f"{sum(new.form == 'clipped' for _, new, _ in rewritten)} ReLU absorbed")
+    if is_detector:
+        detection.attach_decoder(exported, model)
     return exported

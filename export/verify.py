@@ -11,6 +11,11 @@ applied is the artifact's target's in `aw_keras.export.policy` (max abs error
 <= 1e-4 for float32 artifacts, <= 1e-2 for float16, top-1 agreement >= 0.95 for
 dynamic-range and int8).
 
+Detectors (`aw_keras.export.detection`) are verified by `verify_detection`: raw
+outputs of the TFLite / ONNX against the network, and decoded detections (the
+SavedModel's, or the raw outputs decoded in Python) against ``detector.predict``;
+`format_table` gives them their own columns.
+
 Example:
 
 >>> result = verify("model.tflite", model, images)             # doctest: +SKIP
@@ -28,6 +33,7 @@ import time
 import numpy as np
 
 from aw_keras.export import common
+from aw_keras.export import detection
 from aw_keras.export.policy import artifact_target
 from aw_keras.export.policy import policy_for
 
@@ -48,6 +54,9 @@ class VerificationResult:
     check: str
     passed: bool
     runtime: str = ""
+    # detectors only (`verify_detection`): raw_max_abs_error, boxes_max_abs_error
+    # (pixels), scores_max_abs_error, images_matching, images, detections
+    detection: dict = None
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -97,6 +106,15 @@ class SavedModelRunner:
     def __call__(self, batch):
         outputs = self.function(**{self.input_name: self._tf.constant(batch)})
         return next(iter(outputs.values())).numpy()
+
+    @property
+    def output_names(self):
+        return list(self.function.structured_outputs)
+
+    def run_outputs(self, batch):
+        """Every output of the signature, {name: array}."""
+        outputs = self.function(**{self.input_name: self._tf.constant(batch)})
+        return {name: value.numpy() for name, value in outputs.items()}
 
 
 class TFLiteRunner:
@@ -152,11 +170,32 @@ class TFLiteRunner:
             batch = np.clip(np.round(batch / scale + zero), info.min, info.max).astype(dtype)
         it.set_tensor(self.input["index"], batch.astype(dtype, copy=False))
         it.invoke()
-        out = it.get_tensor(self.output["index"])
-        if np.dtype(self.output["dtype"]) in (np.int8, np.uint8):
-            scale, zero = self.output["quantization"]
+        return self._read(self.output)
+
+    def _read(self, details):
+        out = self.interpreter.get_tensor(details["index"])
+        if np.dtype(details["dtype"]) in (np.int8, np.uint8):
+            scale, zero = details["quantization"]
             out = (out.astype(np.float32) - zero) * scale
         return out
+
+    def _named_outputs(self):
+        """{signature output name: output details}, in the signature's order."""
+        by_index = {d["index"]: d for d in self.interpreter.get_output_details()}
+        signatures = self.interpreter._get_full_signature_list()  # names -> tensor indices
+        if "serving_default" in signatures:
+            outputs = signatures["serving_default"]["outputs"]
+            return {name: by_index[index] for name, index in outputs.items()}
+        return {d["name"]: d for d in self.interpreter.get_output_details()}
+
+    @property
+    def output_names(self):
+        return list(self._named_outputs())
+
+    def run_outputs(self, batch):
+        """Every output, {signature output name: array} (dequantized)."""
+        self(batch)
+        return {name: self._read(details) for name, details in self._named_outputs().items()}
 
 
 class OnnxRunner:
@@ -176,6 +215,14 @@ class OnnxRunner:
 
     def __call__(self, batch):
         return self.session.run(None, {self.input_name: batch})[0]
+
+    @property
+    def output_names(self):
+        return [output.name for output in self.session.get_outputs()]
+
+    def run_outputs(self, batch):
+        """Every output, {name: array}."""
+        return dict(zip(self.output_names, self.session.run(None, {self.input_name: batch})))
 
 
 def make_runner(path, num_threads=1):
@@ -243,6 +290,9 @@ def verify(
 ):
     """Runs ``artifact`` in its runtime on ``inputs`` and compares with ``model``.
 
+    A detector (`aw_keras.export.detection.is_detector`) is verified by
+    `verify_detection` instead (same arguments).
+
     Args:
         artifact: SavedModel directory, .tflite or .onnx path.
         model: the Keras model (run with ``training=False``) as the reference.
@@ -260,6 +310,12 @@ def verify(
     """
     path = os.fspath(artifact)
     inputs = np.asarray(inputs, dtype=np.float32)
+    if detection.is_detector(model):
+        if runtime is not None:
+            raise ValueError(f"`runtime` must be None for a detector, received {runtime!r}.")
+        return verify_detection(path, model, inputs, batch_sizes=batch_sizes,
+                                num_threads=num_threads, latency_repeats=latency_repeats,
+                                reference=reference, tolerance=tolerance)
     if reference is None:
         reference = keras_reference(model, inputs)
     if runtime == "saved_model_cli":
@@ -360,8 +416,193 @@ def _verify_saved_model_cli(path, inputs, reference, tolerance):
     )
 
 
+# ------------------------------------------------------------------ detectors
+
+
+def detection_reference(detector, inputs, batch_size=16):
+    """Keras's answers for ``inputs``: ``{"raw": {"bbox_regression", "cls_logits"}
+    (the network, ``training=False``), "detections": detector.predict(inputs)}``."""
+    inputs = np.asarray(inputs, dtype=np.float32)
+    raw = {name: [] for name in detection.RAW_OUTPUTS}
+    for i in range(0, len(inputs), batch_size):
+        outputs = detector(inputs[i : i + batch_size], training=False)
+        for name in raw:
+            raw[name].append(np.asarray(outputs[name]))
+    raw = {name: np.concatenate(parts) for name, parts in raw.items()}
+    predicted = detector.predict(inputs, batch_size=batch_size, verbose=0)
+    detections = {key: np.asarray(predicted[key]) for key in detection.PREDICT_KEYS}
+    return {"raw": raw, "detections": detections}
+
+
+def compare_detections(got, reference):
+    """Decoded detections (``detector.predict``'s keys) against Keras's.
+
+    Returns {"boxes_max_abs_error" (pixels), "scores_max_abs_error" over the
+    detections both report, "images_matching": images with the same number of
+    detections and the same classes in the same order, "images", "detections":
+    Keras's total}."""
+    boxes_error = scores_error = 0.0
+    matching = 0
+    count_got = np.asarray(got["num_detections"]).reshape(-1)
+    count_ref = np.asarray(reference["num_detections"]).reshape(-1)
+    for i in range(len(count_ref)):
+        n = int(min(count_got[i], count_ref[i]))
+        if n:
+            boxes_error = max(boxes_error, float(np.max(np.abs(
+                np.asarray(got["boxes"][i, :n], np.float64) - reference["boxes"][i, :n]))))
+            scores_error = max(scores_error, float(np.max(np.abs(
+                np.asarray(got["confidence"][i, :n], np.float64) - reference["confidence"][i, :n]))))
+        same_classes = np.array_equal(np.asarray(got["labels"][i, :n]), reference["labels"][i, :n])
+        matching += int(count_got[i] == count_ref[i] and same_classes)
+    return {"boxes_max_abs_error": boxes_error, "scores_max_abs_error": scores_error,
+            "images_matching": matching, "images": int(len(count_ref)),
+            "detections": int(count_ref.sum())}
+
+
+def _as_predict_keys(outputs):
+    """SavedModel signature outputs (boxes, scores, classes, num_detections)
+    under ``detector.predict``'s keys."""
+    return {key: np.asarray(outputs[name])
+            for key, name in zip(detection.PREDICT_KEYS, detection.SIGNATURE_OUTPUTS)}
+
+
+def _concatenate(parts):
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def verify_detection(artifact, detector, inputs, batch_sizes=(1, 4), num_threads=1,
+                     latency_repeats=10, reference=None, tolerance=None):
+    """Runs a detector's artifact on ``inputs`` and compares it with Keras.
+
+    - SavedModel (``serving_default`` returns ``boxes``, ``scores``, ``classes``,
+      ``num_detections``): its detections against ``detector.predict``;
+    - TFLite / ONNX (outputs ``bbox_regression``, ``cls_logits``): the raw outputs
+      against the detector's network (max abs error), then the detections
+      `aw_keras.export.detection.decode_raw_outputs` makes of them against
+      ``detector.predict``.
+
+    Passes when, with ``bound`` the artifact target's max-abs-error bound in
+    `aw_keras.export.policy` (1e-4 for float32) or ``tolerance``: the raw error
+    <= bound, the scores' error <= bound, the boxes' error <= bound x the
+    image's longer side in pixels (1e-4 of the image), and every image has the
+    same number of detections with the same classes in the same order.
+
+    Args and returns as `verify`; in the result, ``max_abs_error`` is the
+    largest of the raw error, the scores' error and the boxes' error divided by
+    the image's longer side; ``max_rel_error`` the raw error / max |raw output|
+    (NaN for the SavedModel, which has no raw outputs); ``top1_agreement`` the
+    fraction of images whose detections match; ``detection`` the details.
+    ``reference`` is `detection_reference`'s result (computed when None).
+    """
+    path = os.fspath(artifact)
+    inputs = np.asarray(inputs, dtype=np.float32)
+    if reference is None:
+        reference = detection_reference(detector, inputs)
+    kind = artifact_format(path)
+    runner = make_runner(path, num_threads)
+    names = set(runner.output_names)
+    if set(detection.SIGNATURE_OUTPUTS) <= names:
+        raw_artifact = False
+    elif set(detection.RAW_OUTPUTS) <= names:
+        raw_artifact = True
+    else:
+        raise common.ExportError(
+            f"{path!r} is not a detector's artifact: its outputs are {sorted(names)}, expected "
+            f"{list(detection.SIGNATURE_OUTPUTS)} (SavedModel) or {list(detection.RAW_OUTPUTS)} "
+            "(TFLite / ONNX)."
+        )
+    decoder = detection.DetectionDecoder.get(detector)
+    raw_error, raw_relative = None, float("nan")
+    comparisons = []
+    for batch_size in batch_sizes:
+        chunks = [runner.run_outputs(inputs[i : i + batch_size])
+                  for i in range(0, len(inputs), batch_size)]
+        if raw_artifact:
+            raw = _concatenate([{n: c[n] for n in detection.RAW_OUTPUTS} for c in chunks])
+            for name in detection.RAW_OUTPUTS:
+                expected = reference["raw"][name]
+                error = float(np.max(np.abs(np.asarray(raw[name], np.float64).reshape(expected.shape)
+                                            - expected)))
+                raw_error = max(raw_error or 0.0, error)
+                raw_relative = max(0.0 if np.isnan(raw_relative) else raw_relative,
+                                   error / max(float(np.max(np.abs(expected))), 1e-12))
+            decoded = decoder(raw["bbox_regression"], raw["cls_logits"])
+        else:
+            decoded = _concatenate([_as_predict_keys(c) for c in chunks])
+        comparisons.append(compare_detections(decoded, reference["detections"]))
+    side = float(max(decoder.image_shape[:2]))
+    details = {
+        "raw_max_abs_error": raw_error,
+        "boxes_max_abs_error": max((c["boxes_max_abs_error"] for c in comparisons), default=0.0),
+        "scores_max_abs_error": max((c["scores_max_abs_error"] for c in comparisons), default=0.0),
+        "images_matching": min((c["images_matching"] for c in comparisons), default=len(inputs)),
+        "images": len(inputs),
+        "detections": comparisons[0]["detections"] if comparisons else 0,
+    }
+    metric, bound = policy_for(artifact_target(kind, runner.precision)).check
+    if tolerance is not None:
+        bound = tolerance
+    if metric != "max_abs_error":
+        raise common.ExportError(
+            f"{path!r} is a {runner.precision} detector artifact; detectors are verified at "
+            "float32 only (see aw_keras.export.detection)."
+        )
+    error = max(details["boxes_max_abs_error"] / side, details["scores_max_abs_error"],
+                raw_error or 0.0)
+    passed = bool(error <= bound and details["images_matching"] == details["images"])
+    check = (f"{'raw, ' if raw_artifact else ''}scores max_abs_error <= {bound:g}, "
+             f"boxes <= {bound:g} x {side:g} px, same detections")
+    latency = (measure_latency(runner, inputs[:1], latency_repeats) if latency_repeats
+               else float("nan"))
+    return VerificationResult(
+        format=kind,
+        path=path,
+        precision=runner.precision,
+        size_bytes=artifact_size(path),
+        batch_sizes=tuple(batch_sizes),
+        samples=len(inputs),
+        max_abs_error=error,
+        max_rel_error=raw_relative,
+        top1_agreement=details["images_matching"] / max(details["images"], 1),
+        latency_ms=latency,
+        check=check,
+        passed=passed,
+        runtime=runner.note,
+        detection=details,
+    )
+
+
+def format_detection_table(results):
+    """A Markdown table of detector `VerificationResult`s."""
+    header = (
+        "| artifact | format | precision | size (MB) | raw max abs err | boxes max abs err (px) | "
+        "scores max abs err | images matching | detections | batch-1 latency (ms) | check | "
+        "result | runtime |"
+    )
+    lines = [header, "|" + "---|" * 13]
+    for r in results:
+        d = r.detection
+        raw = "-" if d["raw_max_abs_error"] is None else f"{d['raw_max_abs_error']:.2e}"
+        lines.append(
+            f"| {os.path.basename(r.path.rstrip(os.sep))} | {r.format} | {r.precision} | "
+            f"{r.size_bytes / 1e6:.2f} | {raw} | {d['boxes_max_abs_error']:.2e} | "
+            f"{d['scores_max_abs_error']:.2e} | {d['images_matching']}/{d['images']} | "
+            f"{d['detections']} | {r.latency_ms:.2f} | {r.check} | "
+            f"{'PASS' if r.passed else 'FAIL'} | {r.runtime} |"
+        )
+    return "\n".join(lines)
+
+
 def format_table(results):
-    """A Markdown table of `VerificationResult`s."""
+    """A Markdown table of `VerificationResult`s (detectors' results get
+    `format_detection_table`'s columns, in a table of their own)."""
+    detections = [r for r in results if r.detection is not None]
+    others = [r for r in results if r.detection is None]
+    if detections:
+        tables = [format_detection_table(detections)]
+        if others:
+            tables.append(format_table(others))
+        return "\n\n".join(tables)
     header = (
         "| artifact | format | precision | size (MB) | max abs err | max rel err | "
         "top-1 agree | batch-1 latency (ms) | check | result | runtime |"

@@ -6,7 +6,9 @@ import os
 import numpy as np
 
 from aw_keras.train.plots import aw_layers
+from aw_keras.train.plots import epoch_axis
 from aw_keras.train.plots import pyplot
+from aw_keras.train.plots import save
 
 SCORE_TO_DRAW = 0.3
 
@@ -25,15 +27,8 @@ def plot_curves(history, path):
         if any(v is not None for v in values):
             axes[1].plot(epochs, values, style, label=label)
     for axis, title in ((axes[0], "loss"), (axes[1], "validation COCO mAP")):
-        axis.set_xlabel("epoch")
-        axis.xaxis.get_major_locator().set_params(integer=True)
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+        epoch_axis(axis, title)
+    return save(figure, path)
 
 
 def _draw_boxes(axis, boxes, labels, names, color, scores=None):
@@ -74,10 +69,7 @@ def plot_predictions(model, dataset, split, path, count=4):
         axis.set_axis_off()
     figure.suptitle(f"validation images: ground truth (green), predictions >= {SCORE_TO_DRAW} "
                     "(red)", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save(figure, path, dpi=110)
 
 
 def plot_fpn_attention(backbone, images, path):

@@ -15,6 +15,23 @@ def pyplot():
     return plt
 
 
+def epoch_axis(axis, title):
+    """An axis over epochs: integer ticks (no 1.25 epochs), title, grid, legend."""
+    axis.set_xlabel("epoch")
+    axis.xaxis.get_major_locator().set_params(integer=True)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+
+
+def save(figure, path, dpi=100):
+    """Lays ``figure`` out, writes it to ``path``, closes it; returns ``path``."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    pyplot().close(figure)
+    return path
+
+
 def plot_curves(history, path):
     """Loss and top-1 accuracy per epoch, train and validation."""
     plt = pyplot()
@@ -25,15 +42,8 @@ def plot_curves(history, path):
             values = [h.get(prefix + key) for h in history]
             if any(v is not None for v in values):
                 axis.plot(epochs, values, style, label=("validation " if prefix else "train ") + key)
-        axis.set_xlabel("epoch")
-        axis.xaxis.get_major_locator().set_params(integer=True)  # no 1.25 epochs
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+        epoch_axis(axis, title)
+    return save(figure, path)
 
 
 def aw_layers(model):
