@@ -55,7 +55,11 @@ def give_batch_norms_offsets(model, rng):
     activations identically 0 over the calibration data; their ~0 int8 ranges
     make XNNPACK refuse the graph (see docs/export.md). Trained models have
     non-zero betas: draw them here, for plain and AW models alike."""
-    for layer in walk_layers(model):
+    layers = list(walk_layers(model))
+    # the attention branch's own BatchNorms (AWConv2D.squeeze_bn / excite_bn) too
+    layers += [getattr(layer, name) for layer in layers for name in ("squeeze_bn", "excite_bn")
+               if getattr(layer, name, None) is not None]
+    for layer in layers:
         if isinstance(layer, keras.layers.BatchNormalization) and layer.center:
             layer.beta.assign(rng.uniform(0.05, 0.3, layer.beta.shape).astype("float32"))
 

@@ -139,7 +139,8 @@ def check_early(args):
     detection = applications.model_task(args.model.lower()) == "detection_backbone"
     if detection:
         args.detector = args.detector or "retinanet"
-        args.dataset = args.dataset or "fashion_detection"
+        if args.dataset is None:
+            args.dataset = "fashion_detection"
         if not (args.dataset == "fashion_detection" or args.dataset.lower().startswith("coco:")):
             raise UsageError(f"--dataset {args.dataset!r} is not a detection dataset; "
                              f"{args.model} is an FPN backbone: use coco:DIR or fashion_detection.")
@@ -152,7 +153,8 @@ def check_early(args):
             if value is not None:
                 raise UsageError(f"{flag} applies to detection (an FPN backbone model such as "
                                  f"aw_resnet50_fpn); {args.model} is a classifier.")
-        args.dataset = args.dataset or "fashion_mnist"
+        if args.dataset is None:
+            args.dataset = "fashion_mnist"
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise UsageError(f"--data-dir {args.data_dir!r} does not exist or is not a directory.")
     spec = args.dataset

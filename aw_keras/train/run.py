@@ -91,7 +91,10 @@ def prepare_output_dir(config):
             raise UsageError(f"{run_file} is unreadable ({error}); refusing to touch {out!r}. "
                              "Choose another `out`.") from error
         current = _normalized(config.identity())
-        changed = {k: (previous.get(k), current[k]) for k in current if previous.get(k) != current[k]}
+        # a run written before a setting existed ran with that setting's default
+        defaults = _normalized(RunConfig(model=config.model).identity())
+        previous = {k: previous.get(k, defaults[k]) for k in current}
+        changed = {k: (previous[k], current[k]) for k in current if previous[k] != current[k]}
         if changed:
             details = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in changed.items())
             raise UsageError(
