@@ -21,7 +21,6 @@ import sys
 import time
 
 from aw_keras.train import run as classification
-from aw_keras.train.checkpoint import CheckpointManager
 from aw_keras.train.checkpoint import atomic_write_json
 from aw_keras.train.checkpoint import remove_stale_temporaries
 from aw_keras.train.run import UsageError
@@ -106,11 +105,14 @@ class CocoMapCallback(_metrics_callback_base()):
     def __init__(self, dataset, split):
         super().__init__()
         self.dataset, self.split = dataset, split
+        self.last = None  # (epoch, full metrics, seconds) of the latest evaluation
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
+        start = time.perf_counter()
         result = evaluate_map(self.model, self.dataset, self.split)
+        self.last = (epoch + 1, result, time.perf_counter() - start)
         logs.update({f"val_{k}": v for k, v in result.items() if k in ("map", "map50", "map75")})
         log(f"[aw-train] epoch {epoch + 1}: validation mAP {result['map']:.4f}, "
             f"mAP@0.5 {result['map50']:.4f}")
@@ -168,13 +170,7 @@ def train_detector(config):
             "data": {"train": train_split.report(), "validation": val_split.report()},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
-    manager = CheckpointManager(os.path.join(out, "checkpoints"), keep=config.keep_checkpoints,
-                                log=log)
-    state = manager.restore_latest(model, optimizer) if resuming else None
-    if state is None:
-        state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [],
-                 "best_val_map": None, "best_epoch": None}
-    state.pop("_seen_epoch_in_process", None)
+    manager, state = classification.restore_state(config, model, optimizer, resuming, "val_map")
 
     size, batch = config.image_size, config.batch_size
     val_examples = config.val_examples
@@ -184,7 +180,8 @@ def train_detector(config):
     val_ds = val_meta.map(lambda images, targets, _: (images, targets))
     keeper = classification.RunKeeper(config, manager, state, steps, True,
                                       os.path.join(out, "best.keras"), best_metric="val_map")
-    callbacks = [CocoMapCallback(val_meta, val_split), keeper]
+    evaluation = CocoMapCallback(val_meta, val_split)
+    callbacks = [evaluation, keeper]
     if classification.tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"),
                                                      profile_batch=0))
@@ -201,13 +198,18 @@ def train_detector(config):
                   validation_data=val_ds, callbacks=callbacks, verbose=verbose)
     if resuming and state["epoch"] >= config.epochs:
         log(f"[aw-train] all {config.epochs} epochs were already done; evaluating.")
-    return finish(config, model, state, val_meta, val_split, dataset_name)
+    return finish(config, model, state, val_meta, val_split, dataset_name, evaluation.last)
 
 
-def finish(config, model, state, val_meta, val_split, dataset_name):
-    start = time.perf_counter()
-    result = evaluate_map(model, val_meta, val_split)
-    seconds = time.perf_counter() - start
+def finish(config, model, state, val_meta, val_split, dataset_name, last_evaluation=None):
+    """Writes metrics.json, last.keras, history and plots. ``last_evaluation``:
+    the callback's (epoch, metrics, seconds), reused when it is of the final model."""
+    if last_evaluation is not None and last_evaluation[0] == state["epoch"]:
+        _, result, seconds = last_evaluation
+    else:  # a resumed run with nothing left to train
+        start = time.perf_counter()
+        result = evaluate_map(model, val_meta, val_split)
+        seconds = time.perf_counter() - start
     evaluated = min(len(val_split.images), config.val_examples or len(val_split.images))
     metrics = {
         "model": config.model, "detector": config.detector, "dataset": dataset_name,

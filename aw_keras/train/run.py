@@ -333,6 +333,19 @@ def write_history(out, history):
 # ---------------------------------------------------------------------- train
 
 
+def restore_state(config, model, optimizer, resuming, best_metric):
+    """(checkpoint manager, run state): the newest intact checkpoint's state when
+    resuming, else a fresh one whose best model is chosen by ``best_metric``."""
+    manager = CheckpointManager(os.path.join(config.out, "checkpoints"),
+                                keep=config.keep_checkpoints, log=log)
+    state = manager.restore_latest(model, optimizer) if resuming else None
+    if state is None:
+        state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [],
+                 f"best_{best_metric}": None, "best_epoch": None}
+    state.pop("_seen_epoch_in_process", None)
+    return manager, state
+
+
 def _one_hot(num_classes):
     import tensorflow as tf
 
@@ -397,13 +410,7 @@ def train(config):
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             })
 
-    manager = CheckpointManager(os.path.join(out, "checkpoints"), keep=config.keep_checkpoints,
-                                log=log)
-    state = manager.restore_latest(model, optimizer) if resuming else None
-    if state is None:
-        state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [],
-                 "best_val_accuracy": None, "best_epoch": None}
-    state.pop("_seen_epoch_in_process", None)
+    manager, state = restore_state(config, model, optimizer, resuming, "val_accuracy")
 
     one_hot = _one_hot(source.num_classes)
     val_ds = data.eval_dataset(source, "validation", preset, config.batch_size,
