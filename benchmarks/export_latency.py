@@ -6,8 +6,9 @@ For each family (MobileNet with AW-MobileNet and, as a reference for what a
 standard attention block costs, SE-MobileNet; ResNet50 with AW-ResNet50) and
 each precision it first exports every model to TFLite float32 or full-integer
 int8 (calibrated on a few random images: the latency does not depend on the
-calibration quality; BatchNorm betas are drawn non-zero as after training, so
-that no activation is identically 0 and XNNPACK accepts the int8 graphs), then
+calibration quality; BatchNorm betas are drawn non-zero and the moving
+statistics set from the calibration images, as after training, so that no
+activation is identically 0 and XNNPACK accepts the int8 graphs), then
 runs all of them with ai_edge_litert at num_threads=1 and batch 1
 *interleaved* (round-robin, one call each per round; see benchmarks/timing.py),
 so machine noise hits the plain model and the AW model alike. It prints the
@@ -62,12 +63,28 @@ def give_batch_norms_offsets(model, rng):
     for layer in layers:
         if isinstance(layer, keras.layers.BatchNormalization) and layer.center:
             layer.beta.assign(rng.uniform(0.05, 0.3, layer.beta.shape).astype("float32"))
+    return [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def calibrate_batch_norms(model, images, rng):
+    """Non-zero BatchNorm betas and moving statistics of ``images`` (one training-mode
+    pass with momentum 0), as a trained model has: with the default statistics of
+    a random-init model, whole attention activations are dead (AW-MobileNet's
+    first squeeze ReLU is 0 for every image), and such int8 graphs make XNNPACK
+    refuse them (or abort, see TFLiteRunner)."""
+    batch_norms = give_batch_norms_offsets(model, rng)
+    momenta = [layer.momentum for layer in batch_norms]
+    for layer in batch_norms:
+        layer.momentum = 0.0
+    model(images, training=True)
+    for layer, momentum in zip(batch_norms, momenta):
+        layer.momentum = momentum
 
 
 def export(name, size, precision, path, calibration, **export_kwargs):
     keras.utils.set_random_seed(0)
     model = get_model(name, input_shape=(size, size, 3), classes=1000)
-    give_batch_norms_offsets(model, np.random.default_rng(0))
+    calibrate_batch_norms(model, calibration, np.random.default_rng(0))
     quantization = None if precision == "float32" else precision
     export_tflite(model, path, quantization=quantization, representative_data=calibration,
                   **export_kwargs)

@@ -240,8 +240,9 @@ def export_tflite(
             shown = ", ".join(flat[:3]) + (f" and {len(flat) - 3} more" if len(flat) > 3 else "")
             common.log(
                 f"warning: {len(flat)} activation tensor(s) had a ~0 range over the calibration "
-                f"data ({shown}); XNNPACK will likely refuse this int8 model and LiteRT fall "
-                f"back to slower reference kernels. Typical of random-init weights: calibrate "
+                f"data ({shown}); XNNPACK will likely refuse this int8 model (aw_keras's verify runs "
+                f"it with LiteRT's slower reference kernels; handed to XNNPACK, such a model "
+                f"has aborted the process). Typical of random-init weights: calibrate "
                 f"a trained model with real images."
             )
     return os.fspath(path)

@@ -125,8 +125,17 @@ class TFLiteRunner:
         from aw_keras.export import tflite
 
         self.note = "ai_edge_litert (XNNPACK)"
-        self.interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+        with open(path, "rb") as handle:
+            flat = tflite.near_constant_activations(handle.read())
         try:
+            if flat:
+                # XNNPACK refuses such int8 graphs, and on some (an AW-MobileNet
+                # with a dead attention ReLU, ai_edge_litert 2.1) its failure path
+                # aborts the whole process ("free(): double free detected")
+                # instead of raising: never hand it one.
+                raise RuntimeError(f"not tried: {len(flat)} int8 activation tensor(s) with a "
+                                   f"~0 calibrated range, e.g. {flat[0]!r}")
+            self.interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
         except RuntimeError as error:
             # Seen here: full-int8 AWConv2D with padding="same" (PAD feeding
@@ -134,7 +143,7 @@ class TFLiteRunner:
             # kernels run it. Reported in the result instead of hidden.
             if not allow_reference_kernels:
                 raise
-            self.note = f"ai_edge_litert builtin kernels (XNNPACK failed: {str(error)[:80]})"
+            self.note = f"ai_edge_litert builtin kernels (XNNPACK: {str(error)[:120]})"
             self.interpreter = Interpreter(
                 model_path=os.fspath(path),
                 num_threads=num_threads,

@@ -98,6 +98,11 @@ def test_int8_near_constant_activations_are_reported_and_explain_xnnpack(tmp_pat
     assert flat and all("aw" in name for name in flat)
     assert "~0 range over the calibration data" in capsys.readouterr().out
     assert not runs_with_xnnpack(flat_path)
+    # aw_keras's runner never hands such a graph to XNNPACK (whose failure path aborted
+    # the process with "double free" on an int8 AW-MobileNet): reference kernels, said so.
+    runner = TFLiteRunner(flat_path)
+    assert "builtin kernels" in runner.note and "not tried" in runner.note, runner.note
+    assert runner(np.zeros((1, 16, 16, 8), np.float32)).shape == (1, 16, 16, 16)
 
     # Non-degenerate attention activations (as after training): nothing reported, XNNPACK runs.
     layer.squeeze_bn.beta.assign(np.ones(layer.squeeze_bn.beta.shape, np.float32))
