@@ -49,6 +49,11 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
 
     Args:
         box_delta_clip: upper bound of the decoded log-scale width/height deltas.
+        anchor_size: anchor side in units of each level's stride (keras-hub's
+            ``AnchorGenerator``; 4: 32 px at P3 to 512 px at P7, three scales and
+            aspect ratios 0.5, 1, 2 each). Objects much smaller than the P3
+            anchors match none at IoU 0.5: use 2 for objects of ~10-30 px (small
+            images). Ignored when an ``anchor_generator`` is given.
         confidence_threshold, iou_threshold, max_detections: the NMS decoder's
             settings, used when no ``prediction_decoder`` is given.
     """
@@ -60,6 +65,7 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
         bounding_box_format="xyxy",
         classification_head_prior_probability=0.01,
         box_delta_clip=BOX_DELTA_CLIP,
+        anchor_size=4,
         confidence_threshold=0.05,
         iou_threshold=0.5,
         max_detections=100,
@@ -80,6 +86,13 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
                 f"max_level (e.g. aw_keras.applications.get_model('resnet50_fpn')); "
                 f"{type(backbone).__name__} lacks {missing}."
             )
+        if isinstance(anchor_size, bool) or not isinstance(anchor_size, (int, float)) \
+                or not anchor_size > 0:
+            raise ValueError(f"`anchor_size` must be a positive number, received {anchor_size!r}.")
+        if kwargs.get("anchor_generator") is None:
+            kwargs["anchor_generator"] = keras_hub.layers.AnchorGenerator(
+                bounding_box_format, min_level=backbone.min_level, max_level=backbone.max_level,
+                num_scales=3, aspect_ratios=[0.5, 1.0, 2.0], anchor_size=anchor_size)
         if prediction_decoder is None:
             prediction_decoder = keras_hub.layers.NonMaxSuppression(
                 bounding_box_format=bounding_box_format,
@@ -97,6 +110,7 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
             **kwargs,
         )
         self.box_delta_clip = float(box_delta_clip)
+        self.anchor_size = anchor_size
         self.confidence_threshold = confidence_threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
@@ -165,6 +179,7 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
         config = super().get_config()
         config.update(
             box_delta_clip=self.box_delta_clip,
+            anchor_size=self.anchor_size,
             confidence_threshold=self.confidence_threshold,
             iou_threshold=self.iou_threshold,
             max_detections=self.max_detections,

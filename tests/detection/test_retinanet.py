@@ -113,6 +113,35 @@ def test_bad_arguments():
         RetinaNet(backbone, num_classes=2, classification_head_prior_probability=1.5)
     with pytest.raises(TypeError, match="min_level"):
         RetinaNet(applications.get_model("resnet_cifar"), num_classes=2)
+    for bad in (0, -2, "4", True):
+        with pytest.raises(ValueError, match="anchor_size"):
+            RetinaNet(backbone, num_classes=2, anchor_size=bad)
+
+
+def square_anchor_sides(model, level):
+    """Sides of the square anchors of ``level``, smallest first (xyxy anchors)."""
+    anchors = keras.ops.convert_to_numpy(model.anchor_generator(batch()[0])[level])
+    sides = anchors[:, 2:] - anchors[:, :2]
+    square = np.isclose(sides[:, 0], sides[:, 1])
+    return sorted(set(np.round(sides[square, 0], 3)))
+
+
+def test_anchor_size_sets_the_anchor_side_in_strides():
+    default, small = detector(), detector(anchor_size=2)
+    # anchor_size strides at scale 1, then two octave steps 2**(1/3), 2**(2/3) (keras-hub
+    # puts anchor corners on whole pixels: up to 2 px off)
+    scales = [2 ** (i / 3) for i in range(3)]
+    np.testing.assert_allclose(square_anchor_sides(default, "P3"), [4 * 8 * s for s in scales],
+                               atol=2.0)
+    np.testing.assert_allclose(square_anchor_sides(small, "P3"), [2 * 8 * s for s in scales],
+                               atol=2.0)
+    np.testing.assert_allclose(square_anchor_sides(small, "P5"), [2 * 32 * s for s in scales],
+                               atol=2.0)
+    # the label encoder matches against the same anchors, and the setting is in the config
+    assert small.label_encoder.anchor_generator.anchor_size == 2
+    assert small.get_config()["anchor_size"] == 2
+    restored = RetinaNet.from_config(small.get_config())
+    assert square_anchor_sides(restored, "P3") == square_anchor_sides(small, "P3")
 
 
 def test_keras_round_trip_in_a_fresh_process(tmp_path):
