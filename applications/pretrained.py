@@ -22,9 +22,20 @@ Example:
 >>> model = applications.from_pretrained(plain, "aw_se_resnet50")   # same outputs as plain
 >>> model = applications.from_pretrained("runs/plain/last.keras", "aw_resnet_cifar")
 
+FPN backbones (``*_fpn``): from a trained plain FPN backbone (model, ``.keras``,
+``.weights.h5``, or a detector ``.keras`` whose ``.backbone`` is one) every variant
+starts with the source's pyramid; from a classification ResNet (keras.applications
+or ours, ``"imagenet"``) the body is transplanted and verified on C2..C5 while the
+FPN's own layers keep their fresh initialisation (nothing in a classifier constrains
+them):
+
+>>> backbone = applications.from_pretrained("runs/det_plain/last.keras", "aw_resnet_small_fpn")
+>>> backbone = applications.from_pretrained(keras.applications.ResNet50(weights=None),
+...                                         "aw_se_resnet50_fpn", input_shape=(512, 512, 3))
+
 The lower-level `transplant(source, target)` converts into a model you built
 yourself (same layer names); `register_compensation_rule` teaches it where a new
-attention block's constant gate is compensated in other architectures (e.g. FPN).
+attention block's constant gate is compensated in other architectures.
 """
 
 import inspect
@@ -67,6 +78,10 @@ def from_pretrained(source, model_name, *, verify=True, **builder_kwargs):
             ``aw_se_resnet_cifar``; built with ``builder_kwargs``), a path to a
             keras.applications ImageNet ``.h5`` file (by its keras.applications name),
             or ``"imagenet"`` (that file from the Keras cache, never downloaded).
+            For an FPN backbone ``model_name`` also a detector (model or ``.keras``)
+            whose ``backbone`` is an FPN backbone, and classification ResNets
+            (body-only sources: the FPN's own layers keep their fresh
+            initialisation; docs/pretrained.md).
         model_name: a name of `aw_keras.applications.list_models()`: the AW / SE /
             CBAM / AW-SE / AW-CBAM counterpart of the source (or the plain one: a
             straight copy).
@@ -80,6 +95,10 @@ def from_pretrained(source, model_name, *, verify=True, **builder_kwargs):
             (and MobileNet's ``alpha``, ``depth_multiplier``, ``dropout``; the CIFAR
             ResNets' ``blocks``, ``width``, ``stem_stride``) are read from the
             source. ``include_top=False`` from a source with a classifier drops it.
+            FPN targets read ``input_shape``, ``levels``, ``fpn_channels``,
+            ``input_preprocessing`` (and ``attention_in_body`` of a non-plain
+            source) from an FPN source; from a keras.applications ResNet (or
+            ImageNet file) ``input_preprocessing`` is "caffe", what its weights expect.
 
     Returns:
         The new model: every source weight transplanted by layer name; new
@@ -104,6 +123,8 @@ def from_pretrained(source, model_name, *, verify=True, **builder_kwargs):
             # The builder converts the keras.applications ImageNet file itself.
             return registry.get_model(model_name, weights=path, **builder_kwargs)
         source = load_source(path, model_name, builder_kwargs)
+    if registry.model_task(model_name) == "detection_backbone":
+        source = _backbone_of(source)
     if not isinstance(source, keras.Model):
         raise TypeError(
             "`source` must be a keras.Model, a path to a .keras / .weights.h5 / "
@@ -138,6 +159,11 @@ def load_source(path, model_name, builder_kwargs=None):
         return model
     if path.endswith((".keras", ".h5")):
         import aw_keras.layers  # noqa: F401 - registers the custom layers
+
+        try:  # registers the detectors (a detector file is an FPN backbone's source)
+            import aw_keras.detection  # noqa: F401
+        except ImportError:  # keras-hub (the "detection" extra) not installed
+            pass
 
         return keras.saving.load_model(path, compile=False)
     raise ValueError(
@@ -192,6 +218,7 @@ def source_builder_kwargs(source, builder=None):
         kwargs["blocks"] = tuple(
             sum(1 for n in layers if re.fullmatch(rf"conv{stage}_block\d+_1_conv", n))
             for stage in (2, 3, 4))
+    kwargs.update(_fpn_builder_kwargs(source, layers))
     if builder is not None:
         accepted = inspect.signature(getattr(builder, "func", builder)).parameters
         kwargs = {k: v for k, v in kwargs.items() if k in accepted}
@@ -200,6 +227,39 @@ def source_builder_kwargs(source, builder=None):
 
 def _filters(layer):
     return int(layer.kernel.shape[-1])
+
+
+def _fpn_builder_kwargs(source, layers):
+    """FPN builder arguments of ``source``: an FPN backbone's own settings; "caffe"
+    preprocessing for a keras.applications ResNet (its ImageNet weights expect it)."""
+    from aw_keras.applications.fpn import FPNBackbone
+
+    if isinstance(source, FPNBackbone):
+        found = {"input_shape": tuple(source.image_shape), "levels": source.levels,
+                 "fpn_channels": source.fpn_channels,
+                 "input_preprocessing": source.input_preprocessing}
+        if source.variant != "plain":
+            found["attention_in_body"] = source.attention_in_body
+        return found
+    stem = layers.get("conv1_conv")
+    if not _has_fpn(source) and "conv2_block1_out" in layers and getattr(
+            stem, "use_bias", False):
+        # keras.applications' ResNets are the ones whose stem conv has a bias.
+        return {"input_preprocessing": "caffe"}
+    return {}
+
+
+def _backbone_of(source):
+    """A detector's FPN backbone (``source.backbone``), else ``source``."""
+    backbone = getattr(source, "backbone", None)
+    if isinstance(source, keras.Model) and not _has_fpn(source) and isinstance(
+            backbone, keras.Model) and _has_fpn(backbone):
+        return backbone
+    return source
+
+
+def _has_fpn(model):
+    return any(layer.name.startswith("fpn_") for layer in model.layers)
 
 
 # --------------------------------------------------------- compensation rules
@@ -252,8 +312,15 @@ _LABEL = "(" + "|".join(variants.ATTENTION_LABELS) + ")"  # attention layer-name
 register_compensation_rule(r"(?P<block>conv\d+_block\d+)_" + _LABEL, _resnet_block)
 register_compensation_rule(r"conv_dw_(?P<id>\d+)_" + _LABEL, _mobilenet_depthwise_unit)
 register_compensation_rule(r"conv_pw_(?P<id>\d+)_" + _LABEL, _mobilenet_pointwise_unit)
-# FPN backbones (another issue) add their rules here: SE / CBAM right before the
-# lateral and output convs -> ("kernel", that conv).
+
+
+def _fpn_conv(match, target):
+    return "kernel", match["conv"]
+
+
+# FPN backbones: SE / CBAM right before a lateral or output conv, which is linear
+# (conv + bias, no norm, no activation) -> that conv's kernel takes 1/g.
+register_compensation_rule(r"(?P<conv>fpn_(lateral|output)\d+)_" + _LABEL, _fpn_conv)
 
 
 # ------------------------------------------------------------------ transplant
@@ -266,10 +333,16 @@ def transplant(source, target, verify=True):
     Pairs by layer name: same class -> copied; Conv2D -> AWConv2D -> kernel scaled by
     1 / (1 + A0) (residual) or 1 / A0 (multiplicative) with ``excite_bn`` gamma =
     beta = 0 so that A = A0 = 0.5; a conv bias the target lacks is folded into the
-    following BatchNormalization (``moving_mean - bias``). Target layers without a
-    source counterpart must be SqueezeExcite / CBAM: their last layer is zeroed
-    (gate 0.5) and a compensation rule puts the factor back. Nothing is assigned
-    unless the whole conversion succeeds (a failed ``verify`` restores the target).
+    following BatchNormalization (``moving_mean - bias``); a conv bias both have is
+    copied (an AWConv2D adds it after the attentional conv: not scaled). Target
+    layers without a source counterpart must be SqueezeExcite / CBAM: their last
+    layer is zeroed (gate 0.5) and a compensation rule puts the factor back. The one
+    exception, "new layers, any initialisation": an `FPNBackbone` target from a
+    source without FPN layers (a classification ResNet, the ImageNet file): the
+    FPN's own layers (``fpn_*``, their attention, the input preprocessing) keep
+    their initialisation, and ``verify`` compares the body features C2..C5
+    instead of the outputs. Nothing is assigned unless the whole conversion
+    succeeds (a failed ``verify`` restores the target).
 
     Raises:
         ConversionError: the first layer that does not correspond (missing, other
@@ -278,12 +351,14 @@ def transplant(source, target, verify=True):
     """
     from aw_keras.layers import AWConv2D
 
+    source = _backbone_of(source) if _has_fpn(target) else source
     prefix = f"Cannot convert {source.name!r} into {target.name!r}: "
     plan = _Plan()
     target_layers = {layer.name: layer for layer in target.layers}
     source_layers = {layer.name: layer for layer in source.layers}
     dropped_top = _dropped_classifier(source_layers, target_layers)
     new_aw = []
+    fresh = fresh_layer_names(source, target)
 
     for s in source.layers:
         if isinstance(s, keras.Model):
@@ -315,7 +390,7 @@ def transplant(source, target, verify=True):
             _plan_same(plan, s, t, prefix)
 
     for t in target.layers:
-        if t.name not in source_layers and t.weights:
+        if t.name not in source_layers and t.weights and t.name not in fresh:
             _plan_new_attention(plan, t, target, target_layers, prefix)
     for layer in new_aw:
         _plan_aw(plan, layer, prefix)
@@ -328,6 +403,21 @@ def transplant(source, target, verify=True):
                 variable.assign(value)
             raise
     return target
+
+
+def fresh_layer_names(source, target):
+    """Target layers that keep their own initialisation ("new layers, any
+    initialisation"): only for an `FPNBackbone` target whose source has no FPN
+    layer (a body-only source), the FPN's own layers (``fpn_*`` including their
+    attention blocks) and its input preprocessing layers. Empty otherwise: every
+    other target layer must correspond to a source layer or be a compensated
+    attention block."""
+    from aw_keras.applications.fpn import FPNBackbone
+
+    if not isinstance(target, FPNBackbone) or _has_fpn(source):
+        return set()
+    names = {layer.name for layer in target.layers if layer.name.startswith("fpn_")}
+    return names | set(target.preprocessing_layer_names)
 
 
 class _Plan:
@@ -552,7 +642,11 @@ def verify_same_outputs(source, target, tolerance=1e-3, seed=0):
 
     With the source's classifier dropped (target include_top=False) the target's
     output is compared with the source's tensor of the same layer name (or its
-    pooled input). Skipped under a non-float32 compute dtype."""
+    pooled input). Several outputs (an FPN's pyramid) are compared together. An
+    `FPNBackbone` target from a body-only source (see `fresh_layer_names`) is
+    compared on the body features C2..C5, the source taking the target's
+    preprocessed input. FPN targets get images in [0, 255]. Skipped under a
+    non-float32 compute dtype."""
     if any(layer.compute_dtype != "float32" for model in (source, target)
            for layer in model.layers if layer.weights):
         return None
@@ -560,38 +654,91 @@ def verify_same_outputs(source, target, tolerance=1e-3, seed=0):
     source_shape = tuple(source.input_shape[1:])
     shape = tuple(t if t is not None else (s if s is not None else 64)
                   for s, t in zip(source_shape, shape))
-    reference = _reference(source, target, shape)
-    x = np.random.default_rng(seed).normal(size=(2,) + shape).astype(np.float32)
-    expected = keras.ops.convert_to_numpy(reference(x, training=False))
-    got = keras.ops.convert_to_numpy(target(x, training=False))
-    if expected.shape != got.shape:
+    rng = np.random.default_rng(seed)
+    if _has_fpn(target):
+        x = rng.uniform(0.0, 255.0, size=(2,) + shape).astype(np.float32)
+    else:
+        x = rng.normal(size=(2,) + shape).astype(np.float32)
+    if fresh_layer_names(source, target):
+        expected, got = _body_features(source, target, shape, x)
+    else:
+        reference = _reference(source, target, shape)
+        expected = _numpy_outputs(reference(x, training=False))
+        got = _numpy_outputs(target(x, training=False))
+    expected_shapes = [e.shape for e in expected]
+    got_shapes = [g.shape for g in got]
+    if expected_shapes != got_shapes:
+        if len(got) == 1 and len(expected) == 1:
+            expected_shapes, got_shapes = expected_shapes[0], got_shapes[0]
         raise ConversionError(
-            f"Converted {target.name!r} outputs shape {got.shape}, the source {expected.shape}.")
-    difference = float(np.max(np.abs(expected - got))) if got.size else 0.0
-    scale = max(1.0, float(np.max(np.abs(expected))) if got.size else 1.0)
+            f"Converted {target.name!r} outputs shape {got_shapes}, the source {expected_shapes}.")
+    difference, scale = 0.0, 1.0
+    for e, g in zip(expected, got):
+        if g.size:
+            difference = max(difference, float(np.max(np.abs(e - g))))
+            scale = max(scale, float(np.max(np.abs(e))))
     if not difference <= tolerance * scale:
         raise ConversionError(
             f"Converted {target.name!r} does not reproduce {source.name!r}: max |difference| "
             f"{difference:.3g} on a random batch (allowed {tolerance * scale:.3g}). The "
             "architectures differ in a layer without weights (pooling, activation, strides "
-            "of the stem, ...); check the builder arguments.")
+            "of the stem, input preprocessing, ...); check the builder arguments.")
     return difference
+
+
+def _numpy_outputs(outputs):
+    """A model's outputs (a tensor, list or dict) as a list of NumPy arrays."""
+    return [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(outputs)]
+
+
+def _body_features(source, target, shape, x):
+    """(source's, target's) C2..C5 of an FPN target; the source runs on the
+    target's preprocessed input (what the body sees)."""
+    names = list(target.feature_layer_names.values())
+    body_input = target.get_layer("conv1_pad").input
+    features = keras.Model(_input(target), [body_input] + [target.get_layer(n).output
+                                                            for n in names])
+    outputs = _numpy_outputs(features(x, training=False))
+    model = _source_at(source, shape)
+    missing = [n for n in names if n not in {layer.name for layer in model.layers}]
+    if missing:
+        raise ConversionError(f"Cannot verify {target.name!r}: the source has no layer "
+                              f"{missing[0]!r} (the body's features C2..C5 are compared).")
+    reference = keras.Model(_input(model), [model.get_layer(n).output for n in names])
+    return _numpy_outputs(reference(outputs[0], training=False)), outputs[1:]
+
+
+def _input(model):
+    """The model's input tensor (the list for several inputs)."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
+def _source_at(source, shape):
+    """``source`` taking ``shape`` inputs (a copy with the same weights when its
+    input size is another)."""
+    from aw_keras.applications.fpn import FPNBackbone
+
+    defined = tuple(source.input_shape[1:])
+    if not any(d is not None and d != s for d, s in zip(defined, shape)):
+        return source
+    if isinstance(source, FPNBackbone):
+        model = FPNBackbone.from_config({**source.get_config(), "image_shape": shape})
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = keras.models.clone_model(source, input_tensors=keras.Input(shape))
+    model.set_weights(source.get_weights())
+    return model
 
 
 def _reference(source, target, shape):
     """The source (or the part of it the target reproduces) taking ``shape`` inputs."""
-    model = source
-    defined = tuple(source.input_shape[1:])
-    if any(d is not None and d != s for d, s in zip(defined, shape)):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = keras.models.clone_model(source, input_tensors=keras.Input(shape))
-        model.set_weights(source.get_weights())
+    model = _source_at(source, shape)
     names = {layer.name for layer in model.layers}
     output_layer = target.layers[-1]
     if _dropped_classifier(names, {layer.name for layer in target.layers}):
         if output_layer.name in names:
-            return keras.Model(model.inputs, model.get_layer(output_layer.name).output)
+            return keras.Model(_input(model), model.get_layer(output_layer.name).output)
         before = target.layers[-2].name
         if before not in names:
             raise ConversionError(f"Cannot verify {target.name!r}: no source layer named "
@@ -601,5 +748,5 @@ def _reference(source, target, shape):
             features = keras.layers.GlobalAveragePooling2D()(features)
         elif isinstance(output_layer, keras.layers.GlobalMaxPooling2D):
             features = keras.layers.GlobalMaxPooling2D()(features)
-        return keras.Model(model.inputs, features)
+        return keras.Model(_input(model), features)
     return model

@@ -13,6 +13,15 @@ checkpoints, ``history.json``, ``metrics.json`` with ``map``/``map50``/``map75``
 and the size breakdown, ``best.keras`` by validation mAP, ``last.keras``,
 TensorBoard logs) and the plots of `aw_keras.train.detection_plots`. Resuming
 (``resume=True``) continues from the last finished epoch.
+
+``init_from`` (``--init-from PATH|imagenet``) starts the backbone from a trained
+model with `aw_keras.applications.from_pretrained`: a plain FPN backbone or a
+detector on one (``.keras``; the backbone's pyramid is reproduced, new attention
+starts as identity), a classification ResNet or ``imagenet`` (the body is
+transplanted, the FPN starts fresh). The detector's heads are always new. It is
+part of the run's identity; ``run.json`` records the file's SHA-256::
+
+    aw-train aw_resnet_small_fpn --init-from runs/det_plain/last.keras --out runs/det_aw_ft
 """
 
 import dataclasses
@@ -73,11 +82,16 @@ def build_detector(config, num_classes):
     kwargs = dict(config.model_kwargs)
     kwargs.setdefault("input_shape", (size, size, 3))
     try:
-        backbone = applications.get_model(config.model, **kwargs)
+        if config.init_from:
+            # The trained source's function (pyramid, or body for a classifier source).
+            backbone = applications.from_pretrained(config.init_from, config.model, **kwargs)
+        else:
+            backbone = applications.get_model(config.model, **kwargs)
         return RetinaNet(backbone, num_classes=num_classes, **config.detector_kwargs)
     except (TypeError, ValueError) as error:
-        raise UsageError(f"Cannot build detector {config.detector!r} on {config.model!r} with "
-                         f"backbone arguments {kwargs} and detector arguments "
+        origin = f" from `init_from` {config.init_from!r}" if config.init_from else ""
+        raise UsageError(f"Cannot build detector {config.detector!r} on {config.model!r}"
+                         f"{origin} with backbone arguments {kwargs} and detector arguments "
                          f"{config.detector_kwargs}: {error}") from error
 
 
@@ -137,7 +151,7 @@ def train_detector(config):
 
     if config.detector not in DETECTORS:
         raise UsageError(f"`detector` must be one of {DETECTORS}, got {config.detector!r}.")
-    for field in ("strategy", "init_from", "preset"):
+    for field in ("strategy", "preset"):
         if getattr(config, field):
             raise UsageError(f"`{field}` is not supported for detection runs yet.")
     if config.epochs is None:
@@ -168,6 +182,7 @@ def train_detector(config):
             "config": classification._normalized(dataclasses.asdict(config)),
             "learning_rate": config.learning_rate or DEFAULT_LEARNING_RATE,
             "data": {"train": train_split.report(), "validation": val_split.report()},
+            "init_from_sha256": classification._file_sha256(config.init_from),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
     manager, state = classification.restore_state(config, model, optimizer, resuming, "val_map")
@@ -186,6 +201,8 @@ def train_detector(config):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"),
                                                      profile_batch=0))
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    if config.init_from:
+        log(f"[aw-train] backbone {config.model} initialised from {config.init_from}")
     log(f"[aw-train] {config.detector} on {config.model} ({model.count_params():,} params), "
         f"{dataset_name}: {len(train_split.images)} train / {len(val_split.images)} validation "
         f"images at {size}x{size}, {steps} steps/epoch of {batch}, epochs "
@@ -224,6 +241,7 @@ def finish(config, model, state, val_meta, val_split, dataset_name, last_evaluat
         "best_epoch": state.get("best_epoch"),
         "best_val_map": state.get("best_val_map"),
         "weights_sha256": classification._weights_digest(model),
+        "init_from": config.init_from,
         "note": "COCO metrics of the last model on the validation split (pycocotools); null: "
                 "no ground truth of that size",
     }
