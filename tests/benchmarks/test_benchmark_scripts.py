@@ -75,3 +75,22 @@ def test_model_speed_prints_ratios_against_the_plain_model(tmp_path):
     assert [row[0] for row in rows] == ["MobileNet", "AWMobileNet"]
     assert rows[0][2] == "1.00x"
     assert all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows)
+
+
+def test_detection_speed_times_every_variant_against_the_plain_fpn(tmp_path):
+    output = tmp_path / "detection.md"
+    run_script("detection_speed.py", "--body", "resnet_small", "--size", "64", "--batch", "1",
+               "--repeats", "1", "--variants", "aw,se", "--output", str(output))
+    rows = table_rows(output.read_text())
+    assert [row[0] for row in rows] == ["resnet_small_fpn", "aw_resnet_small_fpn",
+                                        "se_resnet_small_fpn"]
+    assert rows[0][2::2] == ["1.00x"] * 4  # every ratio of the baseline
+    assert all(float(value) > 0 for row in rows for value in row[1::2])
+
+
+def test_detection_speed_rejects_an_unknown_variant():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "detection_speed.py"),
+         "--variants", "aw,eca"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 2
+    assert "--variants" in result.stderr and "eca" in result.stderr

@@ -1,0 +1,201 @@
+"""Median time of the FPN backbones and of RetinaNet on them, plain FPN vs the Table 2 variants.
+
+For each FPN variant (plain, AW, SE, CBAM, AW-SE, AW-CBAM) on one ResNet body
+(default ResNet50, 512x512, batch 2, float32, random weights), four numbers:
+
+- backbone inference: ``backbone(images, training=False)`` (body + FPN);
+- backbone training step: gradient of the mean square of every pyramid level
+  and an SGD update;
+- detector inference: RetinaNet's network, ``detector(images, training=False)``
+  (backbone and heads, the raw box deltas and class logits). Box decoding and
+  NMS are left out: their cost depends on how many anchors score above the
+  0.05 threshold, which with random weights depends on the variant's output
+  scale (SE/CBAM gates made NMS 7-11x slower here), not on the backbone;
+- detector training step: RetinaNet's own loss (focal + Huber through its label
+  encoder) on fixed boxes, gradient and an AdamW update.
+
+All models are held at once in one process, compiled (tf.function, no XLA),
+warmed up, and timed *interleaved* (round-robin, one call each per round), so
+machine noise hits every variant alike; ratios are to the plain FPN.
+
+Usage:
+    python benchmarks/detection_speed.py [--body resnet50] [--size 512] [--batch 2]
+        [--repeats 5] [--variants plain,aw,se] [--output docs/detection_speed.md]
+"""
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+VARIANTS = ("plain", "aw", "se", "cbam", "aw_se", "aw_cbam")
+BODIES = ("resnet50", "resnet101", "resnet_small")
+NUM_CLASSES = 80
+
+
+def model_name(variant, body):
+    return f"{body}_fpn" if variant == "plain" else f"{variant}_{body}_fpn"
+
+
+def step_functions(variant, body, batch, size):
+    """(backbone inference, backbone train step, detector inference, detector
+    train step) closures over fixed random data, each compiled once."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from aw_keras import applications
+    from aw_keras.detection import RetinaNet
+
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32))
+    # two boxes per image, in the detector's xyxy pixel format
+    corners = np.array([[0.1, 0.1, 0.45, 0.5], [0.4, 0.35, 0.9, 0.95]], np.float32) * size
+    targets = {"boxes": tf.constant(np.broadcast_to(corners, (batch, 2, 4)).copy()),
+               "labels": tf.constant(np.broadcast_to(np.array([3, 17], np.int32), (batch, 2)))}
+
+    backbone = applications.get_model(model_name(variant, body), input_shape=(size, size, 3))
+    detector = RetinaNet(backbone, num_classes=NUM_CLASSES)  # shares the backbone's weights
+    sgd = keras.optimizers.SGD(0.01)
+    sgd.build(backbone.trainable_variables)
+
+    @tf.function(jit_compile=False)
+    def backbone_infer(x):
+        return tf.add_n([tf.reduce_sum(level) for level in backbone(x, training=False).values()])
+
+    @tf.function(jit_compile=False)
+    def backbone_train(x):
+        with tf.GradientTape() as tape:
+            levels = backbone(x, training=True)
+            loss = tf.add_n([tf.reduce_mean(tf.square(level)) for level in levels.values()])
+        grads = tape.gradient(loss, backbone.trainable_variables)
+        sgd.apply_gradients(zip(grads, backbone.trainable_variables))
+        return loss
+
+    adamw = keras.optimizers.AdamW(1e-4)
+    detector.compile(optimizer=adamw)
+    adamw.build(detector.trainable_variables)
+
+    @tf.function(jit_compile=False)
+    def detector_infer(x):
+        outputs = detector(x, training=False)
+        return tf.reduce_sum(outputs["cls_logits"]) + tf.reduce_sum(outputs["bbox_regression"])
+
+    @tf.function(jit_compile=False)
+    def detector_train(x, y):
+        with tf.GradientTape() as tape:
+            predictions = detector(x, training=True)
+            loss = detector.compute_loss(x, y, predictions, None)
+        grads = tape.gradient(loss, detector.trainable_variables)
+        adamw.apply_gradients(zip(grads, detector.trainable_variables))
+        return loss
+
+    return (
+        lambda: backbone_infer(images),
+        lambda: backbone_train(images),
+        lambda: detector_infer(images),
+        lambda: detector_train(images, targets),
+    )
+
+
+def measure(variants, body, batch, size, repeats, warmup=1):
+    """{variant: (backbone infer s, backbone train s, detector infer s, detector train s)}."""
+    from timing import time_interleaved  # benchmarks/timing.py
+
+    functions = {}
+    for variant in variants:
+        start = time.perf_counter()
+        functions[variant] = step_functions(variant, body, batch, size)
+        for fn in functions[variant]:
+            for _ in range(warmup):
+                fn()
+        print(f"built and warmed up {model_name(variant, body)} "
+              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    columns = []
+    for index in range(4):
+        columns.append(time_interleaved({v: functions[v][index] for v in variants}, repeats))
+        print(f"timed column {index + 1} of 4", file=sys.stderr, flush=True)
+    return {v: tuple(column[v] for column in columns) for v in variants}
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def render(results, args, seconds):
+    import keras
+    import tensorflow as tf
+
+    base = results.get("plain")
+    lines = [
+        "## Detection speed",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores ({_cpu_name()}); load average "
+        f"{os.getloadavg()[0]:.2f} at the end of the run ({seconds / 60:.0f} min). "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "
+        f"{platform.python_version()}.",
+        f"{args.body} FPN, {args.size}x{args.size}x3, batch {args.batch}, float32, "
+        f"{NUM_CLASSES} classes, median of {args.repeats} interleaved rounds after one "
+        f"warm-up, graph mode (tf.function, no XLA). Generated by "
+        f"`python benchmarks/detection_speed.py {' '.join(args.argv)}`.",
+        "",
+        "| FPN | backbone inference (ms) | ratio | backbone train step (ms) | ratio "
+        "| RetinaNet network inference (ms) | ratio | RetinaNet train step (ms) | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for variant, times in results.items():
+        cells = [model_name(variant, args.body)]
+        for index, value in enumerate(times):
+            ratio = value / base[index] if base else float("nan")
+            cells += [f"{value * 1e3:.0f}", f"{ratio:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Ratios are to the plain FPN on the same body, measured interleaved. RetinaNet "
+              "inference is the network (backbone and heads) without box decoding and NMS."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--body", default="resnet50", choices=BODIES)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated subset of " + ",".join(VARIANTS))
+    parser.add_argument("--output", default=None, help="write the markdown table here")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        parser.error(f"--variants: unknown {unknown or variants!r}; choose from "
+                     f"{','.join(VARIANTS)}")
+    if "plain" not in variants:
+        variants.insert(0, "plain")  # the baseline of every ratio
+    if args.repeats < 1 or args.batch < 1:
+        parser.error(f"--repeats and --batch must be positive, got {args.repeats} and "
+                     f"{args.batch}")
+    if args.size < 32:
+        parser.error(f"--size must be at least 32 (the C5 stride), got {args.size}")
+    start = time.perf_counter()
+    results = measure(variants, args.body, args.batch, args.size, args.repeats)
+    text = render(results, args, time.perf_counter() - start)
+    if args.output:
+        tmp = args.output + ".tmp"
+        with open(tmp, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, args.output)
+    sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()
