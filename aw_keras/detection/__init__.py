@@ -14,4 +14,5 @@ import aw_keras.applications  # noqa: F401  (registers the FPN backbones, so det
 from aw_keras.detection.evaluation import CocoEvaluator
 from aw_keras.detection.evaluation import coco_metrics
 from aw_keras.detection.evaluation import detections_from_predictions
+from aw_keras.detection.faster_rcnn import FasterRCNN
 from aw_keras.detection.retinanet import RetinaNet
