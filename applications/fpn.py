@@ -50,6 +50,8 @@ from aw_keras.layers import AWConv2D
 from aw_keras.layers import get_attention
 
 LEVELS = {"retinanet": (3, 7), "two_stage": (2, 6)}
+# The mean attention of an AWConv2D at initialisation (sigmoid of a zero-mean input).
+AW_INITIAL_ATTENTION = 0.5
 BODIES = {
     "resnet50": dict(stage_blocks=resnet.STAGE_BLOCKS[50], stage_filters=(64, 128, 256, 512)),
     "resnet101": dict(stage_blocks=resnet.STAGE_BLOCKS[101], stage_filters=(64, 128, 256, 512)),
@@ -114,10 +116,22 @@ def _fpn_conv(x, filters, kernel_size, name, block_args, strides=1):
         **(block_args["attention_kwargs"] or {})})
     if attention is not None:
         x = attention(x)
-    common = dict(padding="same", strides=strides, kernel_initializer="lecun_uniform", name=name)
+    common = dict(padding="same", strides=strides, name=name)
     if block_args["use_aw"]:
-        return AWConv2D(filters, kernel_size, **common, **block_args["aw_kwargs"])(x)
-    return keras.layers.Conv2D(filters, kernel_size, **common)(x)
+        aw_kwargs = block_args["aw_kwargs"]
+        # No normalisation follows an FPN conv, so AW's initial gain (the mean of
+        # 1 + A, A = sigmoid(~N(0, 1)): 1.5) would compound through the lateral and
+        # output convs (2.25x the plain FPN's features, heads saturated at the
+        # start: docs/detection.md). The kernel starts 1/1.5 smaller instead, so AW
+        # starts at the plain FPN's scale (lecun_uniform of the plain convs otherwise).
+        gain = 1.0 + AW_INITIAL_ATTENTION if aw_kwargs.get(
+            "attention_mode", "residual") == "residual" else AW_INITIAL_ATTENTION
+        initializer = keras.initializers.VarianceScaling(
+            scale=1.0 / gain ** 2, mode="fan_in", distribution="uniform")
+        return AWConv2D(filters, kernel_size, kernel_initializer=initializer, **common,
+                        **aw_kwargs)(x)
+    return keras.layers.Conv2D(filters, kernel_size, kernel_initializer="lecun_uniform",
+                               **common)(x)
 
 
 def feature_pyramid(features, levels, fpn_channels, block_args):

@@ -152,3 +152,19 @@ def test_keras_round_trip_in_a_fresh_process(tmp_path):
                             timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["FPNBackbone", "3", "7"] * 2
+
+
+def test_aw_fpn_starts_at_the_plain_fpns_feature_scale():
+    """No norm follows an FPN conv: AW's initial gain (mean 1 + A = 1.5 per conv) would
+    compound to ~2.2x the plain FPN's features (measured before the kernel started 1/1.5
+    smaller; the heads then began with a focal loss of ~10 instead of ~1.6)."""
+    images = np.random.default_rng(0).uniform(0, 255, (4, 96, 96, 3)).astype("float32")
+    spreads = {}
+    for prefix in ("", "aw_"):
+        keras.utils.set_random_seed(0)
+        backbone = applications.get_model(f"{prefix}resnet_small_fpn", input_shape=(96, 96, 3))
+        levels = backbone(images, training=True)
+        spreads[prefix] = np.array([float(np.std(keras.ops.convert_to_numpy(levels[f"P{l}"])))
+                                    for l in (3, 4, 5)])
+    ratio = spreads["aw_"] / spreads[""]
+    assert np.all((ratio > 0.75) & (ratio < 1.33)), ratio
