@@ -24,3 +24,26 @@ def fit_one_step(model, x, classes):
         not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights)
     )
     return history.history["loss"][0], changed
+
+
+def randomize_like_trained(model, calibration, seed=0):
+    """Random BN affine parameters and biases (kernels keep their init), then BN
+    moving statistics set to those of ``calibration`` (one training-mode pass with
+    momentum 0), as in a trained model: outputs vary with the input instead of
+    saturating or vanishing. Returns ``model``."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        kind = weight.path.split("/")[-1]
+        if kind == "gamma":
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype(weight.dtype))
+        elif kind in ("beta", "bias"):
+            weight.assign(rng.normal(0.0, 0.2, weight.shape).astype(weight.dtype))
+    norms = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(calibration, training=True)
+    for layer, momentum in zip(norms, momenta):
+        layer.momentum = momentum
+    return model

@@ -23,6 +23,7 @@ from aw_keras.applications.fpn import FPNBackbone
 from aw_keras.layers import AWConv2D
 from aw_keras.layers import CBAM
 from aw_keras.layers import SqueezeExcite
+from app_helpers import randomize_like_trained
 
 SHAPE = (64, 64, 3)
 SMALL_FPN = dict(input_shape=SHAPE, fpn_channels=16)
@@ -41,24 +42,8 @@ def images(n=2, seed=1, shape=SHAPE):
 
 
 def randomize(model, seed=0):
-    """Random BN affine parameters and biases, then BN moving statistics of one batch
-    (as in a trained model)."""
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:
-        kind = weight.path.split("/")[-1]
-        if kind == "gamma":
-            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype(weight.dtype))
-        elif kind in ("beta", "bias"):
-            weight.assign(rng.normal(0.0, 0.2, weight.shape).astype(weight.dtype))
-    norms = [layer for layer in model.layers
-             if isinstance(layer, keras.layers.BatchNormalization)]
-    momenta = [layer.momentum for layer in norms]
-    for layer in norms:
-        layer.momentum = 0.0
-    model(images(n=8, seed=seed + 100, shape=tuple(model.input_shape[1:])), training=True)
-    for layer, momentum in zip(norms, momenta):
-        layer.momentum = momentum
-    return model
+    """`randomize_like_trained` with BN statistics of one batch of this file's inputs."""
+    return randomize_like_trained(model, images(n=8, seed=seed + 100, shape=tuple(model.input_shape[1:])), seed)
 
 
 @functools.lru_cache(maxsize=None)

@@ -28,6 +28,7 @@ from aw_keras.applications import pretrained
 from aw_keras.layers import AWConv2D
 from aw_keras.layers import CBAM
 from aw_keras.layers import SqueezeExcite
+from app_helpers import randomize_like_trained
 
 CLASSES = 4
 # AW, SE and CBAM's channel gate on ResNet50 (CBAM's spatial gate: the MobileNet tests).
@@ -35,25 +36,8 @@ RESNET50_FAST = ("aw_se_resnet50", "aw_cbam_resnet50_maxpool")
 
 
 def randomize(model, seed=0):
-    """Random BN affine parameters and biases (kernels keep their init), then BN
-    moving statistics set to one batch's, as in a trained model (outputs vary with
-    the input instead of saturating or vanishing)."""
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:
-        kind = weight.path.split("/")[-1]
-        if kind == "gamma":
-            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype(weight.dtype))
-        elif kind in ("beta", "bias"):
-            weight.assign(rng.normal(0.0, 0.2, weight.shape).astype(weight.dtype))
-    norms = [layer for layer in model.layers
-             if isinstance(layer, keras.layers.BatchNormalization)]
-    momenta = [layer.momentum for layer in norms]
-    for layer in norms:
-        layer.momentum = 0.0
-    model(batch(model, n=16, seed=seed + 100), training=True)
-    for layer, momentum in zip(norms, momenta):
-        layer.momentum = momentum
-    return model
+    """`randomize_like_trained` with BN statistics of one batch of this file's inputs."""
+    return randomize_like_trained(model, batch(model, n=16, seed=seed + 100), seed)
 
 
 @contextlib.contextmanager
