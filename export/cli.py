@@ -26,6 +26,14 @@ and ``DIR/<name>.onnx`` holding the raw heads (``bbox_regression``,
 against ``detector.predict`` (`aw_keras.export.verify.verify_detection`) on random
 images with values in [0, 255) unless ``--verify-data`` is given. Quantized
 TFLite (``--quantization`` other than none) is refused for detectors (exit 2).
+
+A saved two-stage detector (``.keras`` of an `aw_keras.detection.FasterRCNN`)
+exports as a SavedModel only, with the same ``serving_default`` signature
+(`aw_keras.export.detection.export_two_stage_saved_model`), verified against
+``detector.predict``. Its graph has no TFLite builtin / ONNX form (RoIAlign's
+CropAndResize, DynamicPartition/DynamicStitch, CombinedNonMaxSuppression;
+docs/faster_rcnn.md): without ``--formats`` only the SavedModel is written; an
+explicit ``--formats`` naming tflite or onnx is refused (exit 2).
 """
 
 import argparse
@@ -34,6 +42,7 @@ import os
 import sys
 
 FORMATS = ("saved_model", "tflite", "onnx")
+DEFAULT_FORMATS = "saved_model,tflite,onnx"
 QUANTIZATION_NAMES = {"none": None, "float32": None, "float16": "float16",
                       "dynamic_range": "dynamic_range", "int8": "int8"}
 
@@ -50,8 +59,9 @@ def build_parser():
     )
     parser.add_argument("model", metavar="MODEL_OR_PATH",
                         help="a registry name (see aw_keras.applications.list_models()) or a .keras file")
-    parser.add_argument("--formats", default="saved_model,tflite,onnx",
-                        help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
+    parser.add_argument("--formats", default=DEFAULT_FORMATS,
+                        help=f"comma-separated subset of {','.join(FORMATS)} (default: all; "
+                        "saved_model only for a FasterRCNN, which has no TFLite/ONNX form)")
     parser.add_argument("--quantization", default="none",
                         help="TFLite variants, comma-separated: none,float16,dynamic_range,int8 (default: none)")
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
@@ -177,6 +187,8 @@ def run(args):
 
     model = load_model(args)
     name = model.name
+    if detection.is_two_stage_detector(model):
+        return _run_two_stage(args, model, formats, out)
     is_detector = detection.is_detector(model)
     if is_detector and "tflite" in formats:
         quantized = [q for q in quantizations if QUANTIZATION_NAMES[q] is not None]
@@ -245,6 +257,59 @@ def run(args):
     with common.atomic_path(os.path.join(out, "verification.json")) as temp:
         with open(temp, "w") as handle:
             json.dump({"results": [r.as_dict() for r in results], "failures": failures}, handle, indent=2)
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        print(f"aw-export: check failed for {r.path}: {r.check}", file=sys.stderr)
+    return 1 if failed or failures else 0
+
+
+def _run_two_stage(args, model, formats, out):
+    """aw-export of a two-stage detector (FasterRCNN): the SavedModel only."""
+    import numpy as np
+
+    from aw_keras.export import common
+    from aw_keras.export import detection
+    from aw_keras.export.verify import format_table
+
+    refused = [f for f in formats if f != "saved_model"]
+    if refused and args.formats != DEFAULT_FORMATS:
+        try:
+            detection.check_two_stage_format(model, refused[0])
+        except common.ExportError as error:
+            raise UsageError(f"--formats {args.formats}: {error}") from None
+    if refused:
+        common.log(f"{type(model).__name__} {model.name!r}: exporting saved_model only "
+                   f"(no {'/'.join(refused)} form; see docs/faster_rcnn.md)")
+    shape = tuple(model.image_shape)
+    if args.verify_data:
+        inputs = np.load(_check_file(args.verify_data, "data file")).astype("float32")
+        if inputs.ndim != 4 or inputs.shape[1:] != shape:
+            raise UsageError(f"{args.verify_data!r} holds shape {inputs.shape}; the model takes "
+                             f"(N,) + {shape}.")
+    else:
+        inputs = np.random.default_rng(args.seed).random(
+            (args.verify_samples,) + shape, dtype=np.float32) * np.float32(255.0)
+    predicted = model.predict(inputs, batch_size=4, verbose=0)
+    reference = {key: np.asarray(predicted[key]) for key in detection.PREDICT_KEYS}
+    results, failures = [], []
+    try:
+        path = detection.export_two_stage_saved_model(
+            model, os.path.join(out, "saved_model"), version=args.version,
+            overwrite=args.version is not None)
+        results.append(detection.verify_two_stage_saved_model(path, model, inputs,
+                                                              reference=reference))
+    except Exception as error:  # report it, exit 1
+        failures.append(f"saved_model: {error}")
+        print(f"aw-export: saved_model failed: {error}", file=sys.stderr)
+    table = format_table(results)
+    print(table)
+    with common.atomic_path(os.path.join(out, "verification.md")) as temp:
+        with open(temp, "w") as handle:
+            handle.write(table + "\n")
+    with common.atomic_path(os.path.join(out, "verification.json")) as temp:
+        with open(temp, "w") as handle:
+            json.dump({"results": [r.as_dict() for r in results], "failures": failures}, handle,
+                      indent=2)
     failed = [r for r in results if not r.passed]
     for r in failed:
         print(f"aw-export: check failed for {r.path}: {r.check}", file=sys.stderr)

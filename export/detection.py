@@ -420,3 +420,158 @@ def artifact_output_names(path, kind):
     import onnx
 
     return [output.name for output in onnx.load(path, load_external_data=False).graph.output]
+
+
+# ------------------------------------------------------------------ two-stage detectors
+#
+# A two-stage detector (`aw_keras.detection.FasterRCNN`) is a subclassed model whose
+# call already returns decoded detections ({"boxes", "confidence", "labels",
+# "num_detections"}); there is no raw-heads network to rewrite. It exports as a
+# SavedModel only: its graph holds ops with no TFLite builtin and no usable ONNX
+# form (measured with TF 2.21 / tf2onnx 1.17 / onnxruntime 1.32, docs/faster_rcnn.md).
+
+TWO_STAGE_REFUSED = {
+    "tflite": (
+        "its graph needs ops with no TFLite builtin kernel: CropAndResize (RoIAlign), "
+        "DynamicPartition / DynamicStitch (multi-level RoI routing) and "
+        "CombinedNonMaxSuppression (proposal and detection NMS); the converter with "
+        "TFLITE_BUILTINS only fails with 'op is neither a custom op nor a flex op'"),
+    "onnx": (
+        "tf2onnx has no ONNX form for its class-specific CombinedNonMaxSuppression "
+        "('only currently implemented for boxes shared across classes') and the model it "
+        "writes does not load in onnxruntime ('No Op registered for "
+        "CombinedNonMaxSuppression')"),
+}
+
+
+def is_two_stage_detector(model):
+    """True for a two-stage detector (`aw_keras.detection.FasterRCNN`): a Keras
+    model whose call returns decoded detections and that has no raw-heads network."""
+    try:
+        from aw_keras.detection.faster_rcnn import FasterRCNN
+    except ImportError:  # keras-hub is not installed: no FasterRCNN can exist
+        return False
+    return isinstance(model, FasterRCNN)
+
+
+def check_two_stage_format(model, fmt):
+    """Raises `ExportError` when a two-stage detector is exported to ``fmt``
+    ("tflite", "onnx" or a ``tflite_*`` target): only the SavedModel works."""
+    key = "tflite" if fmt.startswith("tflite") else fmt
+    if key in TWO_STAGE_REFUSED:
+        label = {"tflite": "TFLite", "onnx": "ONNX"}[key]
+        raise common.ExportError(
+            f"{type(model).__name__} {model.name!r} cannot be exported to {label}: "
+            f"{TWO_STAGE_REFUSED[key]}. Export it as a SavedModel (aw_keras.export.detection."
+            "export_two_stage_saved_model; aw-export --formats saved_model), which serves "
+            "images -> boxes, scores, classes, num_detections.")
+
+
+def two_stage_serving_function(model):
+    """images -> {boxes, scores, classes, num_detections} of a two-stage detector."""
+
+    def serve(images):
+        detections = model(images, training=False)
+        return {
+            "boxes": tf.cast(detections["boxes"], tf.float32),
+            "scores": tf.cast(detections["confidence"], tf.float32),
+            "classes": tf.cast(detections["labels"], tf.int32),
+            "num_detections": tf.cast(detections["num_detections"], tf.int32),
+        }
+
+    return tf.function(serve)
+
+
+def export_two_stage_saved_model(model, path, version=None, overwrite=False):
+    """Exports a two-stage detector as ``path/<version>/`` for TF Serving.
+
+    The ``serving_default`` signature is RetinaNet's (`export_saved_model` of a
+    RetinaNet): ``images`` float32 (-1, H, W, 3), pixel values 0-255 ->
+    ``boxes`` float32 (B, max_detections, 4) xyxy pixels, ``scores`` float32
+    (B, max_detections), ``classes`` int32 (B, max_detections),
+    ``num_detections`` int32 (B,); rows past ``num_detections`` are -1. The
+    model's own graph is traced as it is (AWConv2D layers are not rewritten to
+    their export form: the model is subclassed, not functional).
+
+    Returns:
+        The version directory written.
+    """
+    from aw_keras.export.saved_model import next_version
+
+    if not is_two_stage_detector(model):
+        raise TypeError("`model` must be an aw_keras.detection.FasterRCNN, received "
+                        f"{type(model).__name__}.")
+    image_shape = tuple(model.image_shape)
+    path = os.path.abspath(os.fspath(path))
+    if version is None:
+        version = next_version(path)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"`version` must be a positive int, received version={version!r}.")
+    target = os.path.join(path, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise common.ExportError(
+            f"{target!r} already exists. Pass a new `version`, or overwrite=True to replace it.")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default", two_stage_serving_function(model),
+        input_signature=[tf.TensorSpec((None,) + image_shape, tf.float32, name="images")])
+    with common.atomic_path(target) as temp:
+        archive.write_out(temp, verbose=False)
+    common.log(f"wrote SavedModel {target}")
+    return target
+
+
+def verify_two_stage_saved_model(path, model, inputs, reference=None, batch_sizes=(1, 4),
+                                 tolerance=1e-4):
+    """Runs a two-stage detector's SavedModel on ``inputs`` and compares its
+    detections with ``model.predict`` (the criteria of `verify_detection`:
+    scores and boxes / image side within ``tolerance``, every image the same
+    number of detections with the same classes in the same order). ``reference``:
+    ``model.predict(inputs)`` (computed when None). Returns a `VerificationResult`."""
+    import time
+
+    from aw_keras.export.verify import VerificationResult
+    from aw_keras.export.verify import artifact_size
+    from aw_keras.export.verify import compare_detections
+
+    inputs = np.asarray(inputs, np.float32)
+    if reference is None:
+        predicted = model.predict(inputs, batch_size=max(batch_sizes), verbose=0)
+        reference = {key: np.asarray(predicted[key]) for key in PREDICT_KEYS}
+    serve = tf.saved_model.load(os.fspath(path)).signatures["serving_default"]
+    comparisons = []
+    for batch_size in batch_sizes:
+        chunks = []
+        for i in range(0, len(inputs), batch_size):
+            outputs = serve(images=tf.constant(inputs[i:i + batch_size]))
+            chunks.append({key: np.asarray(outputs[name])
+                           for key, name in zip(PREDICT_KEYS, SIGNATURE_OUTPUTS)})
+        got = {key: np.concatenate([c[key] for c in chunks]) for key in PREDICT_KEYS}
+        comparisons.append(compare_detections(got, reference))
+    side = float(max(model.image_shape[:2]))
+    details = {
+        "raw_max_abs_error": None,
+        "boxes_max_abs_error": max(c["boxes_max_abs_error"] for c in comparisons),
+        "scores_max_abs_error": max(c["scores_max_abs_error"] for c in comparisons),
+        "images_matching": min(c["images_matching"] for c in comparisons),
+        "images": len(inputs),
+        "detections": comparisons[0]["detections"],
+    }
+    error = max(details["boxes_max_abs_error"] / side, details["scores_max_abs_error"])
+    passed = error <= tolerance and details["images_matching"] == len(inputs)
+    sample = tf.constant(inputs[:1])
+    serve(images=sample)
+    start = time.perf_counter()
+    for _ in range(5):
+        serve(images=sample)
+    latency = (time.perf_counter() - start) / 5 * 1000.0
+    return VerificationResult(
+        format="saved_model", path=os.fspath(path), precision="float32",
+        size_bytes=artifact_size(path), batch_sizes=tuple(batch_sizes),
+        samples=len(inputs), max_abs_error=error, max_rel_error=float("nan"),
+        top1_agreement=details["images_matching"] / max(len(inputs), 1),
+        latency_ms=latency,
+        check=(f"detections vs predict: max(|scores|, |boxes|/{side:g}) = {error:.3g} <= "
+               f"{tolerance:g}, {details['images_matching']}/{len(inputs)} images matching"),
+        passed=passed, detection=details)

@@ -9,6 +9,9 @@ Example:
     # detection: an FPN backbone name means detection (docs/detection.md)
     aw-train aw_resnet_small_fpn --detector retinanet --dataset fashion_detection \\
         --image-size 128 --epochs 12 --batch-size 8 --out runs/det_aw
+    # two-stage: FPN Faster R-CNN on P2..P6 (docs/faster_rcnn.md)
+    aw-train aw_resnet_small_fpn --detector faster_rcnn --image-size 128 --out runs/frcnn_aw \\
+        --detector-kwargs '{"anchor_size": 4, "roi_samples_per_image": 128}'
 
 Exit status: 0 done, 2 bad input (nothing written or overwritten), 1 failure.
 """
@@ -107,11 +110,19 @@ def build_parser():
     add("--keep-checkpoints", type=_int_at_least(1, "--keep-checkpoints"), default=3)
     add("--attention-images", type=_int_at_least(0, "--attention-images"), default=4,
         help="validation images in the attention-map plot (0: none)")
-    add("--detector", choices=("retinanet",), default=None,
-        help="detection: the detector on the FPN backbone MODEL (default retinanet)")
+    add("--detector", choices=("retinanet", "faster_rcnn"), default=None,
+        help="detection: the detector on the FPN backbone MODEL (default retinanet). "
+             "faster_rcnn (FPN Faster R-CNN, docs/faster_rcnn.md) builds the backbone with "
+             "levels='two_stage' (P2..P6); its defaults are torchvision's (anchors 32-512 px, "
+             "2000/1000 proposals, 512 RoIs, FC-1024): for small images (64-128 px) pass e.g. "
+             "--detector-kwargs '{\"anchor_size\": 4, \"rpn_pre_nms_top_k_train\": 200, "
+             "\"rpn_post_nms_top_k_train\": 100, \"rpn_pre_nms_top_k_test\": 100, "
+             "\"rpn_post_nms_top_k_test\": 50, \"roi_samples_per_image\": 64, "
+             "\"representation_size\": 128}'")
     add("--detector-kwargs", type=_json_object, default={},
         help="detection: JSON object of extra detector arguments, e.g. "
-             "'{\"pre_logits_num_conv_layers\": 2}' (lighter RetinaNet heads)")
+             "'{\"pre_logits_num_conv_layers\": 2}' (lighter RetinaNet heads) or the "
+             "faster_rcnn small-image settings above")
     add("--image-size", type=_int_at_least(32, "--image-size"), default=None,
         help="detection: square training/evaluation image size (default 128)")
     add("--verbose", type=int, choices=(0, 1, 2), default=None,
@@ -139,6 +150,11 @@ def check_early(args):
     detection = applications.model_task(args.model.lower()) == "detection_backbone"
     if detection:
         args.detector = args.detector or "retinanet"
+        levels = (args.model_kwargs or {}).get("levels", "two_stage")
+        if args.detector == "faster_rcnn" and levels != "two_stage":
+            raise UsageError(f"--detector faster_rcnn needs the FPN levels P2..P6 "
+                             f"(levels='two_stage'); --model-kwargs give levels={levels!r} "
+                             f"(P3..P7 is for --detector retinanet).")
         if args.dataset is None:
             args.dataset = "fashion_detection"
         if not (args.dataset == "fashion_detection" or args.dataset.lower().startswith("coco:")):

@@ -6,6 +6,16 @@ backbone (``aw_keras.applications.list_models(task="detection_backbone")``)::
     aw-train aw_resnet_small_fpn --detector retinanet --dataset fashion_detection \\
         --image-size 128 --epochs 12 --batch-size 8 --out runs/det_aw
 
+``--detector faster_rcnn`` trains `aw_keras.detection.FasterRCNN` instead: the
+backbone is built with ``levels="two_stage"`` (P2..P6; ``levels="retinanet"`` in
+``--model-kwargs`` is a usage error) and everything else is the same. Its defaults
+are torchvision's; small images want the small settings (docs/faster_rcnn.md)::
+
+    aw-train aw_resnet_small_fpn --detector faster_rcnn --image-size 64 --out runs/frcnn \\
+        --detector-kwargs '{"anchor_size": 4, "rpn_pre_nms_top_k_train": 200,
+        "rpn_post_nms_top_k_train": 100, "rpn_pre_nms_top_k_test": 100,
+        "rpn_post_nms_top_k_test": 50, "roi_samples_per_image": 64}'
+
 Datasets: ``coco:DIR`` (the COCO 2017 layout, `aw_keras.data.load_coco`) or
 ``fashion_detection`` (the offline synthetic set, generated once and cached).
 The run directory holds what a classification run holds (``run.json``,
@@ -35,7 +45,9 @@ from aw_keras.train.checkpoint import remove_stale_temporaries
 from aw_keras.train.run import UsageError
 from aw_keras.train.run import log
 
-DETECTORS = ("retinanet",)
+DETECTORS = ("retinanet", "faster_rcnn")
+# the FPN levels each detector needs (the backbone's ``levels`` argument)
+DETECTOR_LEVELS = {"retinanet": "retinanet", "faster_rcnn": "two_stage"}
 DEFAULT_DATASET = "fashion_detection"
 DEFAULT_EPOCHS = 12
 DEFAULT_LEARNING_RATE = 1e-3  # AdamW, cosine decay with a linear warmup
@@ -81,12 +93,25 @@ def build_detector(config, num_classes):
     size = config.image_size
     kwargs = dict(config.model_kwargs)
     kwargs.setdefault("input_shape", (size, size, 3))
+    detector = config.detector or "retinanet"
+    if detector == "faster_rcnn":
+        # P2..P6 unless the user's backbone arguments say otherwise
+        levels = kwargs.setdefault("levels", DETECTOR_LEVELS[detector])
+        if levels != DETECTOR_LEVELS[detector]:
+            raise UsageError(
+                f"`detector` 'faster_rcnn' needs an FPN backbone with levels='two_stage' (P2..P6); "
+                f"`model_kwargs` (--model-kwargs) give levels={levels!r} for {config.model!r}. "
+                "Drop `levels` from --model-kwargs or use --detector retinanet.")
     try:
         if config.init_from:
             # The trained source's function (pyramid, or body for a classifier source).
             backbone = applications.from_pretrained(config.init_from, config.model, **kwargs)
         else:
             backbone = applications.get_model(config.model, **kwargs)
+        if detector == "faster_rcnn":
+            from aw_keras.detection.faster_rcnn import FasterRCNN
+
+            return FasterRCNN(backbone, num_classes=num_classes, **config.detector_kwargs)
         return RetinaNet(backbone, num_classes=num_classes, **config.detector_kwargs)
     except (TypeError, ValueError) as error:
         origin = f" from `init_from` {config.init_from!r}" if config.init_from else ""
