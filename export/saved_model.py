@@ -145,7 +145,8 @@ def export_saved_model(
     """Exports ``model`` as ``path/<version>/`` for TF Serving.
 
     Args:
-        model: a Keras model with one 4-D image input.
+        model: a Keras model with one 4-D image input, or a detector (its
+            SavedModel serves ``images -> boxes, scores, classes, num_detections``).
         path: the model base directory (TF Serving's ``--model_base_path``).
         version: positive int; default: one more than the largest existing.
         preprocessing: None (float32 ``images`` as the model expects), ``"raw"``
@@ -160,6 +161,18 @@ def export_saved_model(
     Returns:
         The version directory written.
     """
+    from aw_keras.export import detection
+
+    if detection.is_two_stage_detector(model):
+        # a subclassed detector whose call already decodes: traced as it is
+        given = {"preprocessing": preprocessing, "attention_signature": attention_signature,
+                 "output_key": output_key, "implementation": implementation}
+        unsupported = [name for name, value in given.items() if value not in (None, False)]
+        if unsupported:
+            raise TypeError(f"{type(model).__name__} SavedModels take only `version` and "
+                            f"`overwrite`; received {unsupported}.")
+        return detection.export_two_stage_saved_model(model, path, version=version,
+                                                       overwrite=overwrite)
     path = os.path.abspath(os.fspath(path))
     if version is None:
         version = next_version(path)

@@ -216,6 +216,12 @@ def export_model(model, target="saved_model", implementation=None, fold_batch_no
         raise TypeError(f"`model` must be a keras.Model, received {type(model).__name__}.")
     from aw_keras.export import detection
 
+    if detection.is_two_stage_detector(model):
+        detection.check_two_stage_format(model, target)  # TFLite / ONNX: why not
+        raise ExportError(
+            f"{type(model).__name__} {model.name!r} is a subclassed detector that is traced "
+            "as it is, not rewritten: export it with aw_keras.export.export_saved_model "
+            "(or aw-export).")
     is_detector = detection.is_detector(model)
     if is_detector:
         detection.check_target(model, target)

@@ -146,6 +146,29 @@ def test_check_two_stage_format(detector):
         detection.export_two_stage_saved_model(keras.Sequential([keras.layers.Dense(1)]), "x")
 
 
+def test_the_generic_export_functions_dispatch_or_say_why(detector, images, tmp_path):
+    from aw_keras.export import export_model
+    from aw_keras.export import export_onnx
+    from aw_keras.export import export_saved_model
+    from aw_keras.export import export_tflite
+
+    target = export_saved_model(detector, tmp_path / "served", version=3)
+    assert target.endswith(os.path.join("served", "3"))
+    served = tf.saved_model.load(target).signatures["serving_default"]
+    got = served(images=tf.constant(images))
+    np.testing.assert_array_equal(got["num_detections"].numpy(),
+                                  detector.predict(images, verbose=0)["num_detections"])
+    with pytest.raises(TypeError, match="preprocessing"):
+        export_saved_model(detector, tmp_path / "other", preprocessing="raw")
+    with pytest.raises(ExportError, match="DynamicPartition"):
+        export_tflite(detector, tmp_path / "d.tflite")
+    with pytest.raises(ExportError, match="onnxruntime"):
+        export_onnx(detector, tmp_path / "d.onnx")
+    with pytest.raises(ExportError, match="export_saved_model"):
+        export_model(detector, "saved_model")
+    assert not os.path.exists(tmp_path / "d.tflite") and not os.path.exists(tmp_path / "d.onnx")
+
+
 def test_tflite_builtins_really_fail(detector):
     """The refusal's reason, measured: the converter with builtin ops only fails on
     CropAndResize / DynamicPartition / CombinedNonMaxSuppression."""
