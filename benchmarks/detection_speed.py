@@ -14,6 +14,13 @@ For each FPN variant (plain, AW, SE, CBAM, AW-SE, AW-CBAM) on one ResNet body
 - detector training step: RetinaNet's own loss (focal + Huber through its label
   encoder) on fixed boxes, gradient and an AdamW update.
 
+With ``--faster-rcnn`` (the paper's detector) a second table times
+`aw_keras.detection.FasterRCNN` (torchvision's defaults: 2000/1000 proposals,
+512 RoIs, two FC-1024) on the plain and the AW FPN (``levels="two_stage"``,
+P2..P6): its training step (``train_on_batch``: RPN and head losses, SGD) and
+``predict_on_batch`` (proposals, RoIAlign, box head, per-class NMS: all of
+Faster R-CNN's inference is the model).
+
 All models are held at once in one process, compiled (tf.function, no XLA),
 warmed up, and timed *interleaved* (round-robin, one call each per round), so
 machine noise hits every variant alike; ratios are to the plain FPN.
@@ -99,6 +106,45 @@ def step_functions(variant, body, batch, size):
     )
 
 
+def faster_rcnn_functions(variant, body, batch, size):
+    """(train step, inference) closures of a FasterRCNN on ``variant``'s FPN."""
+    import keras
+    import numpy as np
+
+    from aw_keras import applications
+    from aw_keras.detection import FasterRCNN
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    corners = np.array([[0.1, 0.1, 0.45, 0.5], [0.4, 0.35, 0.9, 0.95]], np.float32) * size
+    targets = {"boxes": np.broadcast_to(corners, (batch, 2, 4)).copy(),
+               "labels": np.broadcast_to(np.array([3, 17], np.int32), (batch, 2)).copy()}
+    backbone = applications.get_model(model_name(variant, body), input_shape=(size, size, 3),
+                                      levels="two_stage")
+    detector = FasterRCNN(backbone, num_classes=NUM_CLASSES)
+    detector.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    return (lambda: detector.train_on_batch(images, targets),
+            lambda: detector.predict_on_batch(images)["boxes"])
+
+
+def measure_faster_rcnn(variants, body, batch, size, repeats, warmup=1):
+    """{variant: (train step s, inference s)} of FasterRCNN, interleaved."""
+    from timing import time_interleaved  # benchmarks/timing.py
+
+    functions = {}
+    for variant in variants:
+        start = time.perf_counter()
+        functions[variant] = faster_rcnn_functions(variant, body, batch, size)
+        for fn in functions[variant]:
+            for _ in range(warmup):
+                fn()
+        print(f"built and warmed up FasterRCNN on {model_name(variant, body)} "
+              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    columns = [time_interleaved({v: functions[v][index] for v in variants}, repeats)
+               for index in range(2)]
+    return {v: tuple(column[v] for column in columns) for v in variants}
+
+
 def measure(variants, body, batch, size, repeats, warmup=1):
     """{variant: (backbone infer s, backbone train s, detector infer s, detector train s)}."""
     from timing import time_interleaved  # benchmarks/timing.py
@@ -128,6 +174,21 @@ def _cpu_name():
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def render_faster_rcnn(results, args):
+    base = results["plain"]
+    lines = ["", "### Faster R-CNN", "",
+             "| FPN | Faster R-CNN train step (ms) | ratio | Faster R-CNN inference (ms) | ratio |",
+             "|---|---:|---:|---:|---:|"]
+    for variant, times in results.items():
+        cells = [model_name(variant, args.body)]
+        for index, value in enumerate(times):
+            cells += [f"{value * 1e3:.0f}", f"{value / base[index]:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "FasterRCNN with torchvision's defaults, levels=\"two_stage\"; inference is "
+              "predict_on_batch (proposals, RoIAlign, head, NMS)."]
+    return "\n".join(lines) + "\n"
 
 
 def render(results, args, seconds):
@@ -172,6 +233,9 @@ def main(argv=None):
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated subset of " + ",".join(VARIANTS))
     parser.add_argument("--output", default=None, help="write the markdown table here")
+    parser.add_argument("--faster-rcnn", default=None, metavar="VARIANTS",
+                        help="also time FasterRCNN on these FPN variants (comma-separated, "
+                             "e.g. plain,aw; plain is always included)")
     args = parser.parse_args(argv)
     args.argv = argv
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -186,9 +250,22 @@ def main(argv=None):
                      f"{args.batch}")
     if args.size < 32:
         parser.error(f"--size must be at least 32 (the C5 stride), got {args.size}")
+    two_stage = None
+    if args.faster_rcnn is not None:
+        two_stage = [v.strip() for v in args.faster_rcnn.split(",") if v.strip()]
+        unknown = [v for v in two_stage if v not in VARIANTS]
+        if unknown or not two_stage:
+            parser.error(f"--faster-rcnn: unknown {unknown or two_stage!r}; choose from "
+                         f"{','.join(VARIANTS)}")
+        if "plain" not in two_stage:
+            two_stage.insert(0, "plain")
     start = time.perf_counter()
     results = measure(variants, args.body, args.batch, args.size, args.repeats)
+    two_stage_results = (measure_faster_rcnn(two_stage, args.body, args.batch, args.size,
+                                             args.repeats) if two_stage else None)
     text = render(results, args, time.perf_counter() - start)
+    if two_stage_results:
+        text += render_faster_rcnn(two_stage_results, args)
     if args.output:
         tmp = args.output + ".tmp"
         with open(tmp, "w") as handle:

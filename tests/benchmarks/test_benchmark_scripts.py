@@ -88,6 +88,19 @@ def test_detection_speed_times_every_variant_against_the_plain_fpn(tmp_path):
     assert all(float(value) > 0 for row in rows for value in row[1::2])
 
 
+def test_detection_speed_faster_rcnn_rows(tmp_path):
+    output = tmp_path / "detection.md"
+    run_script("detection_speed.py", "--body", "resnet_small", "--size", "64", "--batch", "1",
+               "--repeats", "1", "--variants", "plain", "--faster-rcnn", "aw",
+               "--output", str(output))
+    text = output.read_text()
+    assert "### Faster R-CNN" in text
+    rows = table_rows(text.split("### Faster R-CNN")[1])
+    assert [row[0] for row in rows] == ["resnet_small_fpn", "aw_resnet_small_fpn"]
+    assert rows[0][2::2] == ["1.00x"] * 2
+    assert all(float(value) > 0 for row in rows for value in row[1::2])
+
+
 def test_detection_speed_rejects_an_unknown_variant():
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "detection_speed.py"),
