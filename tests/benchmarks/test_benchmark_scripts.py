@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -88,6 +90,7 @@ def test_detection_speed_times_every_variant_against_the_plain_fpn(tmp_path):
     assert all(float(value) > 0 for row in rows for value in row[1::2])
 
 
+@pytest.mark.slow  # ~1.5 min: builds and times two Faster R-CNNs in a subprocess
 def test_detection_speed_faster_rcnn_rows(tmp_path):
     output = tmp_path / "detection.md"
     run_script("detection_speed.py", "--body", "resnet_small", "--size", "64", "--batch", "1",
