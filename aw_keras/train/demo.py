@@ -40,6 +40,9 @@ STUDY = "docs/evidence.md"
 DETECTION_MODELS = ("resnet_small_fpn", "aw_resnet_small_fpn")
 DETECTION_SEEDS = (0, 1)
 DETECTION_EPOCHS = 6
+# Two runs at a time, one CPU thread each: these small detectors do not use two
+# threads well, and tracing and evaluation overlap (docs/detection.md).
+DETECTION_JOBS = 2
 # RetinaNet with one 3x3 conv before each head's output (keras-hub's default is
 # four: ~95 % of the small detector's work) and anchors of 2 strides (16-25 px at
 # P3: the objects are 15-48 px) on the offline Fashion-MNIST detection set
@@ -129,7 +132,7 @@ def detection(args):
           f"{args.detection_seeds}, {args.detection_epochs} epochs (runs under {out})", flush=True)
     _, failed = detection_compare.compare_detectors(
         out, list(DETECTION_MODELS), list(args.detection_seeds), train_args,
-        log=lambda text: print(text, flush=True))
+        log=lambda text: print(text, flush=True), jobs=DETECTION_JOBS)
     print("[demo] Detection from scratch on 512 images for a few epochs: the mAP values are "
           "small and the seed-to-seed spread is of the size of any AW effect; this checks the "
           "detection pipeline (data, training, COCO evaluation) and shows the cost of AW in "

@@ -2,7 +2,7 @@
 
 The main job (`aw_keras.train.demo`) runs it after the classification comparison::
 
-    python -m aw_keras.train.detection_compare --out runs/demo/detection \\
+    python -m aw_keras.train.detection_compare --out runs/demo/detection --jobs 2 \\
         --models resnet_small_fpn aw_resnet_small_fpn --seeds 0 1 -- --epochs 4
 
 Arguments after ``--`` go to every aw-train run. Runs are resumable like
@@ -108,9 +108,13 @@ def plot(summary, path):
     return path
 
 
-def compare_detectors(out, models, seeds, train_args, dataset="fashion_detection", log=print):
-    """Trains every (model, seed), then writes and returns the summary."""
-    runner = compare.Runner(out, dataset, train_args, jobs=1, log=log)
+def compare_detectors(out, models, seeds, train_args, dataset="fashion_detection", log=print,
+                      jobs=1):
+    """Trains every (model, seed), ``jobs`` runs at a time (each with its share of
+    the CPU threads), then writes and returns the summary."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"`jobs` must be a positive int, received {jobs!r}.")
+    runner = compare.Runner(out, dataset, train_args, jobs=jobs, log=log)
     failed = runner.run_all([(model, seed, None, False) for seed in seeds for model in models])
     runs = {}
     for model in models:
@@ -140,8 +144,13 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=["resnet_small_fpn", "aw_resnet_small_fpn"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--dataset", default="fashion_detection")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time (2 on 2 cores: seed by seed, both models at once)")
     args = parser.parse_args(argv)
-    _, failed = compare_detectors(args.out, args.models, args.seeds, train_args, args.dataset)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be positive, got {args.jobs}")
+    _, failed = compare_detectors(args.out, args.models, args.seeds, train_args, args.dataset,
+                                  jobs=args.jobs)
     return 1 if failed else 0
 
 

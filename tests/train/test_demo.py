@@ -35,6 +35,7 @@ def steps(monkeypatch, tmp_path):
         return 0
 
     def fake_detectors(out, models, seeds, train_args, **kwargs):
+        assert kwargs["jobs"] == 2  # both models of a seed at once on 2 cores
         calls.append(("detection", out, models, seeds, train_args))
         return {}, []
 

@@ -52,3 +52,15 @@ def test_one_seed_says_there_is_no_interval(tmp_path):
                                                      log=lambda *_: None)
     assert summary["models"]["a"]["map"][1] is None
     assert "no interval" in open(os.path.join(out, "detection.md")).read()
+
+
+def test_jobs_runs_in_parallel_or_refuses_a_bad_count(tmp_path):
+    out = str(tmp_path)
+    for model, value in (("a", 0.1), ("b", 0.2)):
+        _write_run(out, model, 0, value, value, value)
+    summary, failed = detection_compare.compare_detectors(out, ["a", "b"], [0], [], jobs=2,
+                                                          log=lambda *_: None)
+    assert failed == [] and summary["paired"]["b"]["mean_diff"] == pytest.approx(0.1)
+    for bad in (0, True, "2"):
+        with pytest.raises(ValueError, match="jobs"):
+            detection_compare.compare_detectors(out, ["a", "b"], [0], [], jobs=bad)
