@@ -123,7 +123,8 @@ def compare_detectors(out, models, seeds, train_args, dataset="fashion_detection
             if result is not None:
                 runs[(model, seed)] = result
     summary = summarize(models, seeds, runs)
-    command = " ".join(["python -m aw_keras.train.detection_compare", "--out", out, "--models",
+    command = " ".join(["python -m aw_keras.train.detection_compare", "--out", out,
+                        *(["--jobs", str(jobs)] if jobs > 1 else []), "--models",
                         *models, "--seeds", *map(str, seeds), "--", *train_args])
     table = markdown(summary, seeds, command)
     atomic_write_text(os.path.join(out, "detection.md"), table)

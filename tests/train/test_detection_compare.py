@@ -61,6 +61,8 @@ def test_jobs_runs_in_parallel_or_refuses_a_bad_count(tmp_path):
     summary, failed = detection_compare.compare_detectors(out, ["a", "b"], [0], [], jobs=2,
                                                           log=lambda *_: None)
     assert failed == [] and summary["paired"]["b"]["mean_diff"] == pytest.approx(0.1)
+    assert "detection_compare --out " + out + " --jobs 2 --models a b" in open(
+        os.path.join(out, "detection.md")).read()
     for bad in (0, True, "2"):
         with pytest.raises(ValueError, match="jobs"):
             detection_compare.compare_detectors(out, ["a", "b"], [0], [], jobs=bad)
