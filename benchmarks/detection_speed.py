@@ -127,42 +127,37 @@ def faster_rcnn_functions(variant, body, batch, size):
             lambda: detector.predict_on_batch(images)["boxes"])
 
 
-def measure_faster_rcnn(variants, body, batch, size, repeats, warmup=1):
-    """{variant: (train step s, inference s)} of FasterRCNN, interleaved."""
+def time_columns(build, label, variants, body, batch, size, repeats, warmup=1):
+    """{variant: (seconds of each closure build(...) returns)}: every variant built
+    and warmed up first, then each column timed interleaved across variants."""
     from timing import time_interleaved  # benchmarks/timing.py
 
     functions = {}
     for variant in variants:
         start = time.perf_counter()
-        functions[variant] = faster_rcnn_functions(variant, body, batch, size)
+        functions[variant] = build(variant, body, batch, size)
         for fn in functions[variant]:
             for _ in range(warmup):
                 fn()
-        print(f"built and warmed up FasterRCNN on {model_name(variant, body)} "
+        print(f"built and warmed up {label}{model_name(variant, body)} "
               f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-    columns = [time_interleaved({v: functions[v][index] for v in variants}, repeats)
-               for index in range(2)]
-    return {v: tuple(column[v] for column in columns) for v in variants}
-
-
-def measure(variants, body, batch, size, repeats, warmup=1):
-    """{variant: (backbone infer s, backbone train s, detector infer s, detector train s)}."""
-    from timing import time_interleaved  # benchmarks/timing.py
-
-    functions = {}
-    for variant in variants:
-        start = time.perf_counter()
-        functions[variant] = step_functions(variant, body, batch, size)
-        for fn in functions[variant]:
-            for _ in range(warmup):
-                fn()
-        print(f"built and warmed up {model_name(variant, body)} "
-              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    count = len(functions[variants[0]])
     columns = []
-    for index in range(4):
+    for index in range(count):
         columns.append(time_interleaved({v: functions[v][index] for v in variants}, repeats))
-        print(f"timed column {index + 1} of 4", file=sys.stderr, flush=True)
+        print(f"timed column {index + 1} of {count}", file=sys.stderr, flush=True)
     return {v: tuple(column[v] for column in columns) for v in variants}
+
+
+def measure_faster_rcnn(variants, body, batch, size, repeats):
+    """{variant: (train step s, inference s)} of FasterRCNN, interleaved."""
+    return time_columns(faster_rcnn_functions, "FasterRCNN on ", variants, body, batch, size,
+                        repeats)
+
+
+def measure(variants, body, batch, size, repeats):
+    """{variant: (backbone infer s, backbone train s, detector infer s, detector train s)}."""
+    return time_columns(step_functions, "", variants, body, batch, size, repeats)
 
 
 def _cpu_name():

@@ -496,21 +496,13 @@ def export_two_stage_saved_model(model, path, version=None, overwrite=False):
     Returns:
         The version directory written.
     """
-    from aw_keras.export.saved_model import next_version
+    from aw_keras.export.saved_model import version_directory
 
     if not is_two_stage_detector(model):
         raise TypeError("`model` must be an aw_keras.detection.FasterRCNN, received "
                         f"{type(model).__name__}.")
     image_shape = tuple(model.image_shape)
-    path = os.path.abspath(os.fspath(path))
-    if version is None:
-        version = next_version(path)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"`version` must be a positive int, received version={version!r}.")
-    target = os.path.join(path, str(version))
-    if os.path.exists(target) and not overwrite:
-        raise common.ExportError(
-            f"{target!r} already exists. Pass a new `version`, or overwrite=True to replace it.")
+    target = version_directory(path, version, overwrite)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(

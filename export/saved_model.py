@@ -67,6 +67,22 @@ def _resolve_preprocessing(preprocessing):
     )
 
 
+def version_directory(path, version=None, overwrite=False):
+    """``path/<version>`` (absolute) for a new SavedModel version: ``version``
+    defaults to `next_version`; an existing directory needs ``overwrite``."""
+    path = os.path.abspath(os.fspath(path))
+    if version is None:
+        version = next_version(path)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"`version` must be a positive int, received version={version!r}.")
+    target = os.path.join(path, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise common.ExportError(
+            f"{target!r} already exists. Pass a new `version`, or overwrite=True to replace it."
+        )
+    return target
+
+
 def next_version(path):
     """1 + the largest integer-named subdirectory of ``path`` (1 when none)."""
     if not os.path.isdir(path):
@@ -173,16 +189,7 @@ def export_saved_model(
                             f"`overwrite`; received {unsupported}.")
         return detection.export_two_stage_saved_model(model, path, version=version,
                                                        overwrite=overwrite)
-    path = os.path.abspath(os.fspath(path))
-    if version is None:
-        version = next_version(path)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"`version` must be a positive int, received version={version!r}.")
-    target = os.path.join(path, str(version))
-    if os.path.exists(target) and not overwrite:
-        raise common.ExportError(
-            f"{target!r} already exists. Pass a new `version`, or overwrite=True to replace it."
-        )
+    target = version_directory(path, version, overwrite)
     exported = export_model(model, "saved_model", implementation=implementation)
     with common.atomic_path(target) as temp:
         write_serving_saved_model(
