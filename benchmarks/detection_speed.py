@@ -218,6 +218,17 @@ def render(results, args, seconds):
     return "\n".join(lines) + "\n"
 
 
+def variant_list(parser, option, text):
+    """The comma-separated variants of ``option``, plain first (every ratio's
+    baseline); a usage error for unknown ones."""
+    variants = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        parser.error(f"{option}: unknown {unknown or variants!r}; choose from "
+                     f"{','.join(VARIANTS)}")
+    return variants if "plain" in variants else ["plain", *variants]
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -233,27 +244,14 @@ def main(argv=None):
                              "e.g. plain,aw; plain is always included)")
     args = parser.parse_args(argv)
     args.argv = argv
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants:
-        parser.error(f"--variants: unknown {unknown or variants!r}; choose from "
-                     f"{','.join(VARIANTS)}")
-    if "plain" not in variants:
-        variants.insert(0, "plain")  # the baseline of every ratio
+    variants = variant_list(parser, "--variants", args.variants)
     if args.repeats < 1 or args.batch < 1:
         parser.error(f"--repeats and --batch must be positive, got {args.repeats} and "
                      f"{args.batch}")
     if args.size < 32:
         parser.error(f"--size must be at least 32 (the C5 stride), got {args.size}")
-    two_stage = None
-    if args.faster_rcnn is not None:
-        two_stage = [v.strip() for v in args.faster_rcnn.split(",") if v.strip()]
-        unknown = [v for v in two_stage if v not in VARIANTS]
-        if unknown or not two_stage:
-            parser.error(f"--faster-rcnn: unknown {unknown or two_stage!r}; choose from "
-                         f"{','.join(VARIANTS)}")
-        if "plain" not in two_stage:
-            two_stage.insert(0, "plain")
+    two_stage = (variant_list(parser, "--faster-rcnn", args.faster_rcnn)
+                 if args.faster_rcnn is not None else None)
     start = time.perf_counter()
     results = measure(variants, args.body, args.batch, args.size, args.repeats)
     two_stage_results = (measure_faster_rcnn(two_stage, args.body, args.batch, args.size,

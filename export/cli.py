@@ -176,7 +176,6 @@ def run(args):
     from aw_keras.export import saved_model as sm_export
     from aw_keras.export import tflite as tflite_export
     from aw_keras.export.verify import detection_reference
-    from aw_keras.export.verify import format_table
     from aw_keras.export.verify import keras_reference
     from aw_keras.export.verify import verify
 
@@ -249,14 +248,7 @@ def run(args):
             results.append(verify(path, model, inputs, reference=reference))
         except Exception as error:
             failures.append(f"verify {path}: {error}")
-    table = format_table(results)
-    print(table)
-    with common.atomic_path(os.path.join(out, "verification.md")) as temp:
-        with open(temp, "w") as handle:
-            handle.write(table + "\n")
-    with common.atomic_path(os.path.join(out, "verification.json")) as temp:
-        with open(temp, "w") as handle:
-            json.dump({"results": [r.as_dict() for r in results], "failures": failures}, handle, indent=2)
+    write_report(out, results, failures)
     failed = [r for r in results if not r.passed]
     for r in failed:
         print(f"aw-export: check failed for {r.path}: {r.check}", file=sys.stderr)
@@ -269,7 +261,6 @@ def _run_two_stage(args, model, formats, out):
 
     from aw_keras.export import common
     from aw_keras.export import detection
-    from aw_keras.export.verify import format_table
 
     refused = [f for f in formats if f != "saved_model"]
     if refused and args.formats != DEFAULT_FORMATS:
@@ -301,6 +292,18 @@ def _run_two_stage(args, model, formats, out):
     except Exception as error:  # report it, exit 1
         failures.append(f"saved_model: {error}")
         print(f"aw-export: saved_model failed: {error}", file=sys.stderr)
+    write_report(out, results, failures)
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        print(f"aw-export: check failed for {r.path}: {r.check}", file=sys.stderr)
+    return 1 if failed or failures else 0
+
+
+def write_report(out, results, failures):
+    """Prints the verification table and writes verification.md / .json atomically."""
+    from aw_keras.export import common
+    from aw_keras.export.verify import format_table
+
     table = format_table(results)
     print(table)
     with common.atomic_path(os.path.join(out, "verification.md")) as temp:
@@ -310,10 +313,6 @@ def _run_two_stage(args, model, formats, out):
         with open(temp, "w") as handle:
             json.dump({"results": [r.as_dict() for r in results], "failures": failures}, handle,
                       indent=2)
-    failed = [r for r in results if not r.passed]
-    for r in failed:
-        print(f"aw-export: check failed for {r.path}: {r.check}", file=sys.stderr)
-    return 1 if failed or failures else 0
 
 
 def main(argv=None):

@@ -47,3 +47,19 @@ def randomize_like_trained(model, calibration, seed=0):
     for layer, momentum in zip(norms, momenta):
         layer.momentum = momentum
     return model
+
+
+def gate_variables(layer):
+    """The variables of a new attention block that receive a gradient at initialisation
+    for any input (the zeroed last layer's kernel too unless its ReLU input is all 0)."""
+    from aw_keras.layers import AWConv2D
+    from aw_keras.layers import SqueezeExcite
+
+    if isinstance(layer, AWConv2D):
+        return [layer.excite_bn.gamma, layer.excite_bn.beta]
+    if isinstance(layer, SqueezeExcite):
+        return [layer.expand.bias]
+    found = [layer.mlp_expand.bias]  # CBAM
+    if layer.use_spatial:
+        found += [layer.spatial_bn.gamma, layer.spatial_bn.beta]
+    return found

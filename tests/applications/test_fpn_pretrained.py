@@ -23,6 +23,7 @@ from aw_keras.applications.fpn import FPNBackbone
 from aw_keras.layers import AWConv2D
 from aw_keras.layers import CBAM
 from aw_keras.layers import SqueezeExcite
+from app_helpers import gate_variables
 from app_helpers import randomize_like_trained
 
 SHAPE = (64, 64, 3)
@@ -86,18 +87,6 @@ def assert_close(expected, got, tolerance):
 
 def attention_layers(model):
     return [layer for layer in model.layers if isinstance(layer, (AWConv2D, SqueezeExcite, CBAM))]
-
-
-def gate_variables(layer):
-    """The variables of a new attention block that get a gradient at initialisation."""
-    if isinstance(layer, AWConv2D):
-        return [layer.excite_bn.gamma, layer.excite_bn.beta]
-    if isinstance(layer, SqueezeExcite):
-        return [layer.expand.bias]
-    found = [layer.mlp_expand.bias]
-    if layer.use_spatial:
-        found += [layer.spatial_bn.gamma, layer.spatial_bn.beta]
-    return found
 
 
 # ------------------------------------------------------------ FPN -> FPN variants

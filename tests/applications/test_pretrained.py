@@ -28,6 +28,7 @@ from aw_keras.applications import pretrained
 from aw_keras.layers import AWConv2D
 from aw_keras.layers import CBAM
 from aw_keras.layers import SqueezeExcite
+from app_helpers import gate_variables
 from app_helpers import randomize_like_trained
 
 CLASSES = 4
@@ -90,19 +91,6 @@ def batch(model, n=4, seed=1):
 
 def outputs(model, x):
     return keras.ops.convert_to_numpy(model(x, training=False))
-
-
-def gate_variables(layer):
-    """The variables of a new attention block that receive a gradient at initialisation
-    for any input (the zeroed last layer's kernel too unless its ReLU input is all 0)."""
-    if isinstance(layer, AWConv2D):
-        return [layer.excite_bn.gamma, layer.excite_bn.beta]
-    if isinstance(layer, SqueezeExcite):
-        return [layer.expand.bias]
-    found = [layer.mlp_expand.bias]
-    if layer.use_spatial:
-        found += [layer.spatial_bn.gamma, layer.spatial_bn.beta]
-    return found
 
 
 def attention_layers(model):
