@@ -21,6 +21,13 @@ P2..P6): its training step (``train_on_batch``: RPN and head losses, SGD) and
 ``predict_on_batch`` (proposals, RoIAlign, box head, per-class NMS: all of
 Faster R-CNN's inference is the model).
 
+With ``--torchvision-python PATH`` (needs ``--faster-rcnn`` and the resnet50
+body) a peer row is added: torchvision's ``fasterrcnn_resnet50_fpn`` (random
+weights, same size, batch, classes, images and boxes), run by
+``benchmarks/torchvision_peer.py`` under the Python at PATH (a virtualenv with
+torch and torchvision, which are not project dependencies) and timed in the same
+interleaved rounds as the Keras models, so both see the same machine load.
+
 All models are held at once in one process, compiled (tf.function, no XLA),
 warmed up, and timed *interleaved* (round-robin, one call each per round), so
 machine noise hits every variant alike; ratios are to the plain FPN.
@@ -28,6 +35,7 @@ machine noise hits every variant alike; ratios are to the plain FPN.
 Usage:
     python benchmarks/detection_speed.py [--body resnet50] [--size 512] [--batch 2]
         [--repeats 5] [--variants plain,aw,se] [--output docs/detection_speed.md]
+        [--faster-rcnn plain,aw [--torchvision-python /path/to/venv/bin/python]]
 """
 
 import argparse
@@ -127,12 +135,68 @@ def faster_rcnn_functions(variant, body, batch, size):
             lambda: detector.predict_on_batch(images)["boxes"])
 
 
-def time_columns(build, label, variants, body, batch, size, repeats, warmup=1):
+PEER = "torchvision"
+PEER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torchvision_peer.py")
+
+
+class PeerError(RuntimeError):
+    """The torchvision peer process failed to start or to run a step."""
+
+
+class TorchvisionPeer:
+    """benchmarks/torchvision_peer.py in a subprocess; ``step("train")`` runs one
+    step there and returns after its answer (the round-trip is one short line
+    each way: well under a millisecond against seconds of work)."""
+
+    def __init__(self, python, size, batch, num_classes, threads):
+        import subprocess
+
+        self.process = subprocess.Popen(
+            [python, PEER_SCRIPT, "--size", str(size), "--batch", str(batch),
+             "--num-classes", str(num_classes), "--threads", str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        words = self._read().split()
+        if not words or words[0] != "ready":
+            raise PeerError(f"{python} {PEER_SCRIPT}: expected 'ready', got {' '.join(words)!r}")
+        self.versions = tuple(words[1:3])
+
+    def _read(self):
+        line = self.process.stdout.readline()
+        if not line:
+            code = self.process.wait()
+            raise PeerError(f"the torchvision peer exited (code {code}); its error is above")
+        return line.strip()
+
+    def step(self, command):
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        answer = self._read()
+        if not answer.startswith("ok "):
+            raise PeerError(f"the torchvision peer's {command!r} step failed: {answer}")
+        return float(answer.split()[1])
+
+    def close(self):
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write("quit\n")
+                self.process.stdin.flush()
+                self.process.wait(timeout=60)
+            except Exception:  # noqa: BLE001 - best effort; kill below
+                self.process.kill()
+
+
+def time_columns(build, label, variants, body, batch, size, repeats, warmup=1, extra=None):
     """{variant: (seconds of each closure build(...) returns)}: every variant built
-    and warmed up first, then each column timed interleaved across variants."""
+    and warmed up first, then each column timed interleaved across variants.
+    ``extra``: {name: closures} timed in the same rounds (e.g. a peer's)."""
     from timing import time_interleaved  # benchmarks/timing.py
 
     functions = {}
+    for name, closures in (extra or {}).items():
+        for fn in closures:
+            for _ in range(warmup):
+                fn()
+        functions[name] = closures
     for variant in variants:
         start = time.perf_counter()
         functions[variant] = build(variant, body, batch, size)
@@ -141,18 +205,23 @@ def time_columns(build, label, variants, body, batch, size, repeats, warmup=1):
                 fn()
         print(f"built and warmed up {label}{model_name(variant, body)} "
               f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    names = [*variants, *(extra or {})]
     count = len(functions[variants[0]])
     columns = []
     for index in range(count):
-        columns.append(time_interleaved({v: functions[v][index] for v in variants}, repeats))
+        columns.append(time_interleaved({v: functions[v][index] for v in names}, repeats))
         print(f"timed column {index + 1} of {count}", file=sys.stderr, flush=True)
-    return {v: tuple(column[v] for column in columns) for v in variants}
+    return {v: tuple(column[v] for column in columns) for v in names}
 
 
-def measure_faster_rcnn(variants, body, batch, size, repeats):
-    """{variant: (train step s, inference s)} of FasterRCNN, interleaved."""
+def measure_faster_rcnn(variants, body, batch, size, repeats, peer=None):
+    """{variant: (train step s, inference s)} of FasterRCNN, interleaved; with a
+    `TorchvisionPeer`, its train step and inference under the key ``PEER``."""
+    extra = None
+    if peer is not None:
+        extra = {PEER: (lambda: peer.step("train"), lambda: peer.step("infer"))}
     return time_columns(faster_rcnn_functions, "FasterRCNN on ", variants, body, batch, size,
-                        repeats)
+                        repeats, extra=extra)
 
 
 def measure(variants, body, batch, size, repeats):
@@ -171,18 +240,26 @@ def _cpu_name():
     return platform.processor() or platform.machine()
 
 
-def render_faster_rcnn(results, args):
+def render_faster_rcnn(results, args, peer_versions=None):
     base = results["plain"]
     lines = ["", "### Faster R-CNN", "",
              "| FPN | Faster R-CNN train step (ms) | ratio | Faster R-CNN inference (ms) | ratio |",
              "|---|---:|---:|---:|---:|"]
     for variant, times in results.items():
-        cells = [model_name(variant, args.body)]
+        cells = ([f"torchvision {peer_versions[1]} fasterrcnn_resnet50_fpn (peer)"]
+                 if variant == PEER else [model_name(variant, args.body)])
         for index, value in enumerate(times):
             cells += [f"{value * 1e3:.0f}", f"{value / base[index]:.2f}x"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "FasterRCNN with torchvision's defaults, levels=\"two_stage\"; inference is "
               "predict_on_batch (proposals, RoIAlign, head, NMS)."]
+    if PEER in results:
+        peer = results[PEER]
+        lines += ["", f"Peer: torch {peer_versions[0]}, torchvision {peer_versions[1]}, "
+                  "random weights, min_size = max_size = the image size, SGD 0.01 momentum 0.9, "
+                  f"{os.cpu_count()} threads, timed in the same interleaved rounds. Our plain "
+                  f"Faster R-CNN as a ratio to it: train step {base[0] / peer[0]:.2f}x, "
+                  f"inference {base[1] / peer[1]:.2f}x."]
     return "\n".join(lines) + "\n"
 
 
@@ -242,6 +319,9 @@ def main(argv=None):
     parser.add_argument("--faster-rcnn", default=None, metavar="VARIANTS",
                         help="also time FasterRCNN on these FPN variants (comma-separated, "
                              "e.g. plain,aw; plain is always included)")
+    parser.add_argument("--torchvision-python", default=None, metavar="PATH",
+                        help="a Python with torch and torchvision: adds torchvision's "
+                             "fasterrcnn_resnet50_fpn as a peer row to the Faster R-CNN table")
     args = parser.parse_args(argv)
     args.argv = argv
     variants = variant_list(parser, "--variants", args.variants)
@@ -252,13 +332,35 @@ def main(argv=None):
         parser.error(f"--size must be at least 32 (the C5 stride), got {args.size}")
     two_stage = (variant_list(parser, "--faster-rcnn", args.faster_rcnn)
                  if args.faster_rcnn is not None else None)
+    peer = None
+    if args.torchvision_python is not None:
+        if not two_stage:
+            parser.error("--torchvision-python needs --faster-rcnn (the peer is a Faster R-CNN)")
+        if args.body != "resnet50":
+            parser.error(f"--torchvision-python: the peer is torchvision's ResNet50-FPN; "
+                         f"--body must be resnet50, got {args.body!r}")
+        if not (os.path.isfile(args.torchvision_python)
+                and os.access(args.torchvision_python, os.X_OK)):
+            parser.error(f"--torchvision-python: {args.torchvision_python!r} is not an "
+                         "executable file (expected a virtualenv's bin/python with torch and "
+                         "torchvision)")
+        try:
+            peer = TorchvisionPeer(args.torchvision_python, args.size, args.batch, NUM_CLASSES,
+                                   os.cpu_count())
+        except PeerError as error:
+            parser.error(f"--torchvision-python: {error}")
     start = time.perf_counter()
-    results = measure(variants, args.body, args.batch, args.size, args.repeats)
-    two_stage_results = (measure_faster_rcnn(two_stage, args.body, args.batch, args.size,
-                                             args.repeats) if two_stage else None)
+    try:
+        results = measure(variants, args.body, args.batch, args.size, args.repeats)
+        two_stage_results = (measure_faster_rcnn(two_stage, args.body, args.batch, args.size,
+                                                 args.repeats, peer) if two_stage else None)
+    finally:
+        if peer is not None:
+            peer.close()
     text = render(results, args, time.perf_counter() - start)
     if two_stage_results:
-        text += render_faster_rcnn(two_stage_results, args)
+        text += render_faster_rcnn(two_stage_results, args,
+                                   peer.versions if peer is not None else None)
     if args.output:
         tmp = args.output + ".tmp"
         with open(tmp, "w") as handle:

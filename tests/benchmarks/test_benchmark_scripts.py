@@ -110,3 +110,76 @@ def test_detection_speed_rejects_an_unknown_variant():
          "--variants", "aw,eca"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 2
     assert "--variants" in result.stderr and "eca" in result.stderr
+
+
+def _detection_speed_usage_error(*args):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "detection_speed.py"), *args],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    return result.stderr
+
+
+def test_torchvision_peer_needs_faster_rcnn_the_resnet50_body_and_a_python(tmp_path):
+    assert "--faster-rcnn" in _detection_speed_usage_error("--torchvision-python",
+                                                            sys.executable)
+    stderr = _detection_speed_usage_error("--faster-rcnn", "plain", "--body", "resnet_small",
+                                          "--torchvision-python", sys.executable)
+    assert "--body must be resnet50" in stderr and "resnet_small" in stderr
+    missing = str(tmp_path / "no-venv" / "bin" / "python")
+    stderr = _detection_speed_usage_error("--faster-rcnn", "plain", "--torchvision-python",
+                                          missing)
+    assert "not an executable file" in stderr and missing in stderr
+
+
+def test_torchvision_peer_that_cannot_start_is_a_usage_error_before_any_model_is_built():
+    # this Python has no torch: the peer exits at its import, the driver says so
+    stderr = _detection_speed_usage_error("--faster-rcnn", "plain", "--torchvision-python",
+                                          sys.executable)
+    assert "torchvision peer exited" in stderr
+    assert "built and warmed up" not in stderr
+
+
+def test_torchvision_peer_protocol_answers_each_command_in_order():
+    import io
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import torchvision_peer
+    finally:
+        sys.path.pop(0)
+    calls = []
+
+    def failing():
+        raise RuntimeError("out of\nmemory")
+
+    commands = {"train": lambda: calls.append("train"), "infer": lambda: calls.append("infer"),
+                "broken": failing}
+    stdout = io.StringIO()
+    torchvision_peer.serve(commands, ("2.0", "0.1"),
+                           io.StringIO("train\ninfer\nbroken\nnope\ntrain\nquit\ninfer\n"), stdout)
+    lines = stdout.getvalue().splitlines()
+    assert lines[0] == "ready 2.0 0.1"
+    assert [line.split()[0] for line in lines[1:]] == ["ok", "ok", "error", "error", "ok"]
+    assert all(float(line.split()[1]) >= 0 for line in lines[1:] if line.startswith("ok"))
+    assert lines[3] == "error RuntimeError: out of memory"  # one line per answer
+    assert "'nope'" in lines[4]
+    assert calls == ["train", "infer", "train"]  # nothing after quit
+
+
+@pytest.mark.slow  # builds ResNet50-FPN Faster R-CNNs on both sides
+@pytest.mark.skipif(not os.environ.get("AW_TORCHVISION_PYTHON"),
+                    reason="set AW_TORCHVISION_PYTHON to a Python with torch and torchvision "
+                           "(e.g. a venv made with `pip install torch==2.14.1 "
+                           "torchvision==0.29.1`) to run the peer end to end")
+def test_detection_speed_torchvision_peer_row(tmp_path):
+    output = tmp_path / "detection.md"
+    run_script("detection_speed.py", "--size", "128", "--batch", "1", "--repeats", "1",
+               "--variants", "plain", "--faster-rcnn", "plain",
+               "--torchvision-python", os.environ["AW_TORCHVISION_PYTHON"],
+               "--output", str(output))
+    text = output.read_text().split("### Faster R-CNN")[1]
+    rows = table_rows(text)
+    assert rows[0][0] == "resnet50_fpn" and rows[1][0].startswith("torchvision ")
+    assert all(float(value) > 0 for row in rows for value in row[1::2])
+    assert "Our plain Faster R-CNN as a ratio to it: train step" in text
