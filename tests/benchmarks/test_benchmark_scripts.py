@@ -79,6 +79,7 @@ def test_model_speed_prints_ratios_against_the_plain_model(tmp_path):
     assert all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows)
 
 
+@pytest.mark.slow  # ~1 min: builds and times three FPN + RetinaNet models in a subprocess
 def test_detection_speed_times_every_variant_against_the_plain_fpn(tmp_path):
     output = tmp_path / "detection.md"
     run_script("detection_speed.py", "--body", "resnet_small", "--size", "64", "--batch", "1",

@@ -320,6 +320,7 @@ def saved_detector(detector, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # ~70 s: converts and verifies all three artifacts; the pieces run by default
 def test_aw_export_on_a_saved_detector(saved_detector, detector, tmp_path, capsys):
     out = tmp_path / "exported"
     data = tmp_path / "images.npy"
