@@ -63,6 +63,7 @@ except ImportError as error:  # the optional "detection" extra
     raise ImportError("aw_keras.detection needs keras-hub: pip install 'aw_keras[detection]'.") from error
 
 from aw_keras.detection import boxes as box_ops
+from aw_keras.detection.retinanet import saved_policy
 from aw_keras.detection.roi_align import multilevel_roi_align
 
 SMOOTH_L1_BETA = 1.0 / 9.0
@@ -387,7 +388,10 @@ class FasterRCNN(keras.Model):
             total = tf.add_n(list(losses.values()))
             if self.losses:
                 total = total + tf.cast(tf.add_n(self.losses), tf.float32)
-            scaled = self.optimizer.scale_loss(total)
+            # as Keras's own train_step: under a tf.distribute strategy the optimizer sums
+            # the replicas' gradients, so each replica's loss is divided by their number
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(total / replicas if replicas > 1 else total)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
@@ -402,7 +406,8 @@ class FasterRCNN(keras.Model):
     # ------------------------------------------------------------------ config
 
     def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable}
+        config = {"name": self.name, "trainable": self.trainable,
+                  "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
         config.update(
             backbone=keras.saving.serialize_keras_object(self.backbone),
             num_classes=self.num_classes, anchor_size=self.anchor_size,
@@ -428,6 +433,9 @@ class FasterRCNN(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        if isinstance(config.get("backbone"), dict):
-            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
+        with saved_policy(config):  # the policy it was saved with (mixed precision)
+            if isinstance(config.get("dtype"), dict):
+                config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+            if isinstance(config.get("backbone"), dict):
+                config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+            return cls(**config)

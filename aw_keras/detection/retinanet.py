@@ -28,6 +28,7 @@ Example:
 >>> detector.predict(images)["boxes"]
 """
 
+import contextlib
 import math
 
 import keras
@@ -38,6 +39,49 @@ except ImportError as error:  # the optional "detection" extra
     raise ImportError("aw_keras.detection needs keras-hub: pip install 'aw_keras[detection]'.") from error
 
 BOX_DELTA_CLIP = math.log(1000.0 / 16)
+
+
+@contextlib.contextmanager
+def saved_policy(config):
+    """The global dtype policy set to a saved detector's while it is rebuilt from
+    ``config``: the FPN backbone and the heads are rebuilt by constructors that take
+    the global policy, so a model saved under ``mixed_bfloat16`` would otherwise come
+    back float32 in a float32 process. The policy is ``config["dtype"]``, else the
+    serialized backbone's (keras-hub's RetinaNet config has no ``dtype``)."""
+    dtype = config.get("dtype")
+    backbone = config.get("backbone")
+    if dtype is None and isinstance(backbone, dict):
+        dtype = backbone.get("config", {}).get("dtype")
+    policy = keras.dtype_policies.get(dtype) if dtype is not None else None
+    previous = keras.mixed_precision.global_policy()
+    if policy is None or policy.name == previous.name:
+        yield
+        return
+    keras.mixed_precision.set_global_policy(policy.name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def float32_convs_on_1x1(backbone):
+    """Under a bfloat16 policy, makes the backbone's Conv2D layers whose input is 1x1
+    (P6 -> P7 at 64 px) compute in float32; returns their names. TF 2.21's CPU
+    bfloat16 kernel gradient of a 3x3 stride-2 conv on a 1x1 input is sometimes
+    non-finite (3 of 30 identical calls in a standalone check), which made
+    RetinaNet's first AdamW step NaN in 2 of 4 identical 64 px runs."""
+    changed = []
+    for layer in backbone.layers:
+        if not isinstance(layer, keras.layers.Conv2D) or layer.compute_dtype != "bfloat16":
+            continue
+        try:
+            shape = tuple(layer.input.shape)
+        except (AttributeError, ValueError):  # not called once in the graph
+            continue
+        if len(shape) == 4 and shape[1] == 1 and shape[2] == 1:
+            layer.dtype_policy = keras.dtype_policies.get("float32")
+            changed.append(layer.name)
+    return changed
 
 
 @keras.saving.register_keras_serializable(package="aw_keras")
@@ -89,10 +133,12 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
         if isinstance(anchor_size, bool) or not isinstance(anchor_size, (int, float)) \
                 or not anchor_size > 0:
             raise ValueError(f"`anchor_size` must be a positive number, received {anchor_size!r}.")
+        float32_convs_on_1x1(backbone)
         if kwargs.get("anchor_generator") is None:
             kwargs["anchor_generator"] = keras_hub.layers.AnchorGenerator(
                 bounding_box_format, min_level=backbone.min_level, max_level=backbone.max_level,
-                num_scales=3, aspect_ratios=[0.5, 1.0, 2.0], anchor_size=anchor_size)
+                num_scales=3, aspect_ratios=[0.5, 1.0, 2.0], anchor_size=anchor_size,
+                dtype="float32")  # exact anchors under a mixed policy too
         if prediction_decoder is None:
             prediction_decoder = keras_hub.layers.NonMaxSuppression(
                 bounding_box_format=bounding_box_format,
@@ -100,6 +146,7 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
                 confidence_threshold=confidence_threshold,
                 iou_threshold=iou_threshold,
                 max_detections=max_detections,
+                dtype="float32",  # float32 boxes and scores under a mixed policy too
             )
         super().__init__(
             backbone=backbone,
@@ -127,12 +174,16 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
         ops = keras.ops
         images = data[0] if isinstance(data, (list, tuple)) else data
         height, width, channels = ops.shape(images)[1:]
-        deltas = predictions["bbox_regression"]
+        # float32 whatever the policy: under mixed_bfloat16 the heads' outputs are
+        # bfloat16 and the box decoding mixes them with float32 anchors (a TypeError);
+        # the predictions stay float32, as under float32 and mixed_float16.
+        deltas = ops.cast(predictions["bbox_regression"], "float32")
+        logits = ops.cast(predictions["cls_logits"], "float32")
         deltas = ops.concatenate(
             [deltas[..., :2], ops.minimum(deltas[..., 2:], self.box_delta_clip)], axis=-1
         )
         anchors = self.anchor_generator(images)
-        anchors = ops.concatenate(list(anchors.values()), axis=0)
+        anchors = ops.cast(ops.concatenate(list(anchors.values()), axis=0), "float32")
         boxes = keras.utils.bounding_boxes.decode_deltas_to_boxes(
             anchors=anchors,
             boxes_delta=deltas,
@@ -147,7 +198,7 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
         boxes = keras.utils.bounding_boxes.convert_format(
             boxes, source="xyxy", target=decoder.bounding_box_format, height=height, width=width
         )
-        decoded = self._suppress(boxes, predictions["cls_logits"], images)
+        decoded = self._suppress(boxes, logits, images)
         decoded["boxes"] = keras.utils.bounding_boxes.convert_format(
             decoded["boxes"], source=decoder.bounding_box_format,
             target=self.bounding_box_format, height=height, width=width,
@@ -174,6 +225,11 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
             "labels": tf.TensorSpec((decoder.max_detections,), tf.int32),
             "num_detections": tf.TensorSpec((), tf.int32),
         })
+
+    @classmethod
+    def from_config(cls, config):
+        with saved_policy(config):
+            return super().from_config(config)
 
     def get_config(self):
         config = super().get_config()

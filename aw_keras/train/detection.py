@@ -32,6 +32,19 @@ transplanted, the FPN starts fresh). The detector's heads are always new. It is
 part of the run's identity; ``run.json`` records the file's SHA-256::
 
     aw-train aw_resnet_small_fpn --init-from runs/det_plain/last.keras --out runs/det_aw_ft
+
+``mixed_precision`` (``--mixed-precision``) and ``strategy="mirrored"``
+(``--strategy mirrored``) work as for classification (`aw_keras.train.run.train`):
+the policy is ``mixed_float16`` when a GPU is visible, else ``mixed_bfloat16``, set
+before the detector is built; the detector, its optimizer and ``compile`` are
+created inside ``strategy.scope()``, ``batch_size`` is the global batch (split
+between the replicas) and validation predicts each batch once, split between the
+replicas. ``AW_TRAIN_CPU_REPLICAS=2`` splits a CPU into two logical devices to run
+the two-replica path without GPUs. The saved ``.keras`` files keep the policy they
+were trained with. ``strategy="multiworker"`` is refused (aw-train's multi-worker
+path is a custom classification loop; use ``mirrored``), and so is ``preset``
+(presets are classification recipes). Checked on CPU only (bfloat16, two CPU
+replicas; tests/train/test_detection_strategy_precision.py).
 """
 
 import dataclasses
@@ -162,8 +175,14 @@ def evaluate_map(model, dataset, split):
     from aw_keras.detection import CocoEvaluator
 
     evaluator = CocoEvaluator(split.ground_truth(), category_id_of=split.category_id_of)
+    replicas = model.distribute_strategy.num_replicas_in_sync
     for images, _, metadata in dataset:
-        predictions = model.predict_on_batch(images)
+        if replicas > 1:
+            # predict_on_batch runs the whole batch on every replica and concatenates
+            # the copies; predict splits the batch between the replicas
+            predictions = model.predict(images, batch_size=int(images.shape[0]), verbose=0)
+        else:
+            predictions = model.predict_on_batch(images)
         evaluator.update(predictions, metadata["image_id"].numpy(), metadata["scale"].numpy())
     return {k: float(v) for k, v in evaluator.result().items()}
 
@@ -176,17 +195,26 @@ def train_detector(config):
 
     if config.detector not in DETECTORS:
         raise UsageError(f"`detector` must be one of {DETECTORS}, got {config.detector!r}.")
-    # refused rather than ignored: both detectors fit under a mixed-precision policy
-    # and MirroredStrategy in Python (tests/detection), aw-train does not set them up yet
-    for field in ("strategy", "preset", "mixed_precision"):
-        if getattr(config, field):
-            raise UsageError(f"`{field}` is not supported for detection runs yet.")
+    if config.preset:  # presets are classification recipes (optimizer, schedule, augmentation)
+        raise UsageError("`preset` is not supported for detection runs yet.")
+    if config.strategy == "multiworker":
+        raise UsageError(
+            "`strategy` 'multiworker' is not supported for detection runs: aw-train's "
+            "multi-worker path is a custom classification training loop (Keras 3's fit cannot "
+            "run MultiWorkerMirroredStrategy). Use `strategy` 'mirrored' for several GPUs on "
+            "one machine.")
+    strategy = classification.make_strategy(config.strategy)  # first: it may split the CPU
     if config.epochs is None:
         config.epochs = DEFAULT_EPOCHS
     if config.image_size is None:
         config.image_size = 128
     train_split, val_split, dataset_name = _detection_source(config)
     resuming = classification.prepare_output_dir(config)
+    if config.mixed_precision:  # the classification rule (run.train)
+        import tensorflow as tf
+
+        on_gpu = bool(tf.config.list_logical_devices("GPU"))
+        keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
     keras.utils.set_random_seed(config.seed)
     steps = len(train_split.images) // config.batch_size
     if steps < 1:
@@ -194,11 +222,12 @@ def train_detector(config):
                          f"{len(train_split.images)} training images.")
     if config.train_examples:
         steps = min(steps, max(1, config.train_examples // config.batch_size))
-    model = build_detector(config, train_split.num_classes)
-    classification.set_bn_momentum(model, BN_MOMENTUM)
-    optimizer = make_optimizer(config, steps)
-    model.compile(optimizer=optimizer, jit_compile=bool(config.jit))
-    optimizer.build(model.trainable_variables)
+    with strategy.scope():
+        model = build_detector(config, train_split.num_classes)
+        classification.set_bn_momentum(model, BN_MOMENTUM)
+        optimizer = make_optimizer(config, steps)
+        model.compile(optimizer=optimizer, jit_compile=bool(config.jit))
+        optimizer.build(model.trainable_variables)
 
     out = config.out
     os.makedirs(out, exist_ok=True)
@@ -233,7 +262,8 @@ def train_detector(config):
     log(f"[aw-train] {config.detector} on {config.model} ({model.count_params():,} params), "
         f"{dataset_name}: {len(train_split.images)} train / {len(val_split.images)} validation "
         f"images at {size}x{size}, {steps} steps/epoch of {batch}, epochs "
-        f"{state['epoch']}->{config.epochs}")
+        f"{state['epoch']}->{config.epochs}, {strategy.num_replicas_in_sync} replica(s), "
+        f"policy {keras.mixed_precision.global_policy().name}")
     for epoch in range(state["epoch"], config.epochs):
         # one dataset per epoch, shuffled by (seed, epoch): a resumed run sees the same order
         train_ds = data.detection_dataset(train_split, size, batch, training=True,

@@ -37,8 +37,8 @@ def coco_dir(tmp_path_factory):
     (["aw_resnet_cifar", "--detector-kwargs", '{"a": 1}'], "--detector-kwargs applies"),
     (["aw_resnet_small_fpn", "--dataset", "fashion_mnist"], "not a detection dataset"),
     (["aw_resnet_small_fpn", "--dataset", "coco:/no/such/dir"], "does not exist"),
-    (["aw_resnet_small_fpn", "--mixed-precision"], "is not supported for detection runs"),
-    (["aw_resnet_small_fpn", "--strategy", "mirrored"], "is not supported for detection runs"),
+    (["aw_resnet_small_fpn", "--preset", "small"], "--preset is not supported for detection"),
+    (["aw_resnet_small_fpn", "--strategy", "multiworker"], "Use --strategy 'mirrored'"),
 ])
 def test_usage_errors(argv, message, tmp_path, capsys):
     out = tmp_path / "out"
