@@ -110,6 +110,18 @@ def near_constant_activations(model_content, scale_floor=1e-6):
     return names
 
 
+def xnnpack_partitions(interpreter):
+    """How many XNNPACK partitions an allocated ai_edge_litert ``Interpreter`` runs.
+
+    1: XNNPACK runs the whole graph. More: some operators fell off the delegate
+    and run on LiteRT's builtin kernels between the partitions (each boundary
+    also converts layouts); 0: XNNPACK took nothing. Read from the interpreter's
+    node list, where each partition is one ``DELEGATE`` node (ai_edge_litert has
+    no public accessor for it).
+    """
+    return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
+
+
 def tensor_types(model_content):
     """Set of tensor type names (``FLOAT32``, ``FLOAT16``, ``INT8``...) in the model."""
     from ai_edge_litert import schema_py_generated as schema
@@ -245,4 +257,25 @@ def export_tflite(
                 f"has aborted the process). Typical of random-init weights: calibrate "
                 f"a trained model with real images."
             )
+        else:
+            _log_partitions(path)
     return os.fspath(path)
+
+
+def _log_partitions(path):
+    """Logs how XNNPACK takes an int8 model; a warning when it splits it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=os.fspath(path), num_threads=1)
+    try:
+        interpreter.allocate_tensors()
+    except RuntimeError as error:
+        common.log(f"warning: XNNPACK refused this int8 model ({str(error)[:200]}); LiteRT "
+                   "runs it with its slower builtin kernels.")
+        return
+    partitions = xnnpack_partitions(interpreter)
+    if partitions == 1:
+        common.log("XNNPACK takes the whole int8 model (1 partition)")
+    else:
+        common.log(f"warning: XNNPACK takes this int8 model in {partitions} partitions: the "
+                   "operators between them run on LiteRT's slower builtin kernels.")

@@ -118,6 +118,13 @@ class SavedModelRunner:
 
 
 class TFLiteRunner:
+    """Runs a .tflite with ai_edge_litert: ``runner(batch)`` -> float outputs.
+
+    ``note`` says how it runs (XNNPACK and its number of partitions, or LiteRT's
+    builtin kernels and why); ``partitions`` is XNNPACK's partition count (1: the
+    whole graph delegated, 0: not delegated), see `tflite.xnnpack_partitions`.
+    """
+
     def __init__(self, path, num_threads=1, allow_reference_kernels=True):
         from ai_edge_litert.interpreter import Interpreter
         from ai_edge_litert.interpreter import OpResolverType
@@ -137,6 +144,9 @@ class TFLiteRunner:
                                    f"~0 calibrated range, e.g. {flat[0]!r}")
             self.interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
+            self.partitions = tflite.xnnpack_partitions(self.interpreter)
+            self.note = (f"ai_edge_litert (XNNPACK, {self.partitions} partition"
+                         f"{'' if self.partitions == 1 else 's'})")
         except RuntimeError as error:
             # Seen here: full-int8 AWConv2D with padding="same" (PAD feeding
             # strided slices) fails XNNPACK's prepare; the builtin reference
@@ -144,6 +154,7 @@ class TFLiteRunner:
             if not allow_reference_kernels:
                 raise
             self.note = f"ai_edge_litert builtin kernels (XNNPACK: {str(error)[:120]})"
+            self.partitions = 0
             self.interpreter = Interpreter(
                 model_path=os.fspath(path),
                 num_threads=num_threads,

@@ -183,6 +183,12 @@ def taps(inputs, kernel, scale, geometry, training=False, add_chain=False):
     if len(skipped) == kh * kw:  # cannot happen for "same"; never return nothing
         skipped = set()
     partials = []
+    if groups == 1:
+        # (N, kh, kw, 1, C2) -> (N, 1, kh*kw, C2): each tap's scale is then a 4-D
+        # slice. XNNPACK does not take 5-D STRIDED_SLICEs: sliced from the 5-D
+        # tensor, every tap's scale fell off the delegate and split int8
+        # AW-ResNet50 into 17 partitions (docs/export.md).
+        tap_scales = tf.reshape(scale, [-1, 1, kh * kw, channels_out])
     for j in range(kh):
         for k in range(kw):
             if (j, k) in skipped:
@@ -190,10 +196,11 @@ def taps(inputs, kernel, scale, geometry, training=False, add_chain=False):
             window = tap_slice(padded, j, k, out_size, geometry)
             if groups == 1:
                 product = tf.nn.conv2d(window, kernel[j : j + 1, k : k + 1], 1, "VALID")
-                if kh * kw == 1:  # (N, 1, 1, 1, C2) -> (N, 1, 1, C2) without a slice op
-                    tap_scale = tf.reshape(scale, [-1, 1, 1, channels_out])
+                if kh * kw == 1:  # (N, 1, 1, C2) without a slice op
+                    tap_scale = tap_scales
                 else:
-                    tap_scale = scale[:, j, k, 0][:, None, None, :]
+                    tap = j * kw + k
+                    tap_scale = tap_scales[:, :, tap : tap + 1, :]
                 partials.append(product * tap_scale)
             else:
                 partials.append(

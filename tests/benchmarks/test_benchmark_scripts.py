@@ -184,3 +184,49 @@ def test_detection_speed_torchvision_peer_row(tmp_path):
     assert rows[0][0] == "resnet50_fpn" and rows[1][0].startswith("torchvision ")
     assert all(float(value) > 0 for row in rows for value in row[1::2])
     assert "Our plain Faster R-CNN as a ratio to it: train step" in text
+
+
+def _int8_conv_then_div(path):
+    """An int8 .tflite: CONV_2D, then a DIV by a per-channel vector computed from the
+    input (XNNPACK has no int8 DIV)."""
+    import numpy as np
+    import tensorflow as tf
+
+    kernel = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 4, 8)), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 8, 8, 4), tf.float32)])
+    def model(x):
+        y = tf.nn.conv2d(x, kernel, 1, "SAME")
+        return y / (1.0 + tf.sigmoid(tf.reduce_mean(y, axis=[1, 2], keepdims=True)))
+
+    def representative():
+        for _ in range(8):
+            yield [np.random.default_rng(1).random((1, 8, 8, 4), dtype=np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [model.get_concrete_function()], model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    path.write_bytes(converter.convert())
+    return path
+
+
+def test_xnnpack_delegation_names_the_operator_xnnpack_refuses(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import xnnpack_delegation
+    finally:
+        sys.path.pop(0)
+    result = xnnpack_delegation.report(_int8_conv_then_div(tmp_path / "div.tflite"))
+    assert result["operators"]["CONV_2D"] == 1 and result["operators"]["DIV"] == 1
+    assert result["refused"]["DIV"] == 1 and result["refused"]["CONV_2D"] == 0
+    assert result["partitions"] >= 1  # the conv's partition; the DIV runs outside it
+    assert "DIV" in result["examples"] and "CONV_2D" not in result["examples"]
+
+
+def test_xnnpack_delegation_rejects_a_missing_file(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "xnnpack_delegation.py"),
+         str(tmp_path / "none.tflite")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and "none.tflite" in result.stderr

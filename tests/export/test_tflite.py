@@ -155,3 +155,27 @@ def test_dynamic_range_export_does_not_fold_by_default(tmp_path, capsys):
     assert "0 BatchNorm folded" in capsys.readouterr().out
     export_tflite(model, tmp_path / "f32.tflite")
     assert "1 BatchNorm folded" in capsys.readouterr().out
+
+
+def test_int8_aw_kxk_layer_is_one_xnnpack_partition(tmp_path, capsys):
+    """Every operator of an int8 3x3 AW layer (split form: conv + attention taps)
+    is delegated: the per-tap attention scales are 4-D slices. Sliced from the 5-D
+    (N, kh, kw, 1, C) tensor they fell off XNNPACK, which split int8 AW-ResNet50
+    into 17 partitions with builtin kernels between them."""
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 8))
+    layer = AWConv2D(16, 3, padding="same", name="aw")
+    x = layer(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(inputs, keras.layers.ReLU()(x))
+    layer.squeeze_bn.beta.assign(np.ones(layer.squeeze_bn.beta.shape, np.float32))
+    layer.excite_bn.beta.assign(np.full(layer.excite_bn.beta.shape, 0.5, np.float32))
+    images = np.random.default_rng(0).random((16, 12, 12, 8), dtype=np.float32)
+    path = export_tflite(model, tmp_path / "aw.tflite", quantization="int8",
+                         representative_data=images)
+    assert count_ops(path)["STRIDED_SLICE"] >= 9  # the taps are there
+    assert "XNNPACK takes the whole int8 model (1 partition)" in capsys.readouterr().out
+    runner = TFLiteRunner(path)
+    assert runner.partitions == 1 and runner.note == "ai_edge_litert (XNNPACK, 1 partition)"
+    assert runner(images[:1]).shape == (1, 12, 12, 16)
