@@ -17,18 +17,12 @@ from train_helpers import read_history  # noqa: E402
 from train_helpers import run_main  # noqa: E402
 from train_helpers import subprocess_env  # noqa: E402
 from train_helpers import train_command  # noqa: E402
+from train_helpers import write_detection_set  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def coco_dir(tmp_path_factory):
-    from aw_keras.data import write_fashion_detection
-
-    directory = str(tmp_path_factory.mktemp("coco") / "fashion")
-    try:
-        write_fashion_detection(directory, train_images=16, val_images=8, image_size=64, seed=3)
-    except Exception as error:  # noqa: BLE001 - the data's own error says what is missing
-        pytest.skip(f"cannot write the detection set: {error}")
-    return directory
+    return write_detection_set(tmp_path_factory, train_images=16, val_images=8)
 
 
 @pytest.mark.parametrize("argv, message", [

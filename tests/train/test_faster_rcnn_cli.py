@@ -19,6 +19,7 @@ from train_helpers import read_history  # noqa: E402
 from train_helpers import run_main  # noqa: E402
 from train_helpers import subprocess_env  # noqa: E402
 from train_helpers import train_command  # noqa: E402
+from train_helpers import write_detection_set  # noqa: E402
 
 # FasterRCNN's small-image settings (64 px): anchors 16..256 px, few proposals and RoIs
 SMALL = {"anchor_size": 4, "rpn_pre_nms_top_k_train": 200, "rpn_post_nms_top_k_train": 100,
@@ -28,14 +29,7 @@ SMALL = {"anchor_size": 4, "rpn_pre_nms_top_k_train": 200, "rpn_post_nms_top_k_t
 
 @pytest.fixture(scope="module")
 def coco_dir(tmp_path_factory):
-    from aw_keras.data import write_fashion_detection
-
-    directory = str(tmp_path_factory.mktemp("coco") / "fashion")
-    try:
-        write_fashion_detection(directory, train_images=8, val_images=4, image_size=64, seed=3)
-    except Exception as error:  # noqa: BLE001 - the data's own error says what is missing
-        pytest.skip(f"cannot write the detection set: {error}")
-    return directory
+    return write_detection_set(tmp_path_factory, train_images=8, val_images=4)
 
 
 def _argv(coco_dir, out, epochs, model="aw_resnet_small_fpn", model_kwargs=None):

@@ -68,3 +68,19 @@ def snapshot(root):
             with open(path, "rb") as f:
                 found[path] = f.read()
     return found
+
+
+def write_detection_set(tmp_path_factory, train_images, val_images):
+    """A small offline detection set (COCO layout, 64 px) in a fresh temporary
+    directory; skips the test, with the data's own reason, when it cannot be written."""
+    import pytest
+
+    from aw_keras.data import write_fashion_detection
+
+    directory = str(tmp_path_factory.mktemp("coco") / "fashion")
+    try:
+        write_fashion_detection(directory, train_images=train_images, val_images=val_images,
+                                image_size=64, seed=3)
+    except Exception as error:  # noqa: BLE001 - the data's own error says what is missing
+        pytest.skip(f"cannot write the detection set: {error}")
+    return directory
