@@ -191,18 +191,16 @@ def time_columns(build, label, variants, body, batch, size, repeats, warmup=1, e
     ``extra``: {name: closures} timed in the same rounds (e.g. a peer's)."""
     from timing import time_interleaved  # benchmarks/timing.py
 
-    functions = {}
-    for name, closures in (extra or {}).items():
+    def warm_up(closures):
         for fn in closures:
             for _ in range(warmup):
                 fn()
-        functions[name] = closures
+        return closures
+
+    functions = {name: warm_up(closures) for name, closures in (extra or {}).items()}
     for variant in variants:
         start = time.perf_counter()
-        functions[variant] = build(variant, body, batch, size)
-        for fn in functions[variant]:
-            for _ in range(warmup):
-                fn()
+        functions[variant] = warm_up(build(variant, body, batch, size))
         print(f"built and warmed up {label}{model_name(variant, body)} "
               f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     names = [*variants, *(extra or {})]

@@ -263,19 +263,12 @@ def export_tflite(
 
 
 def _log_partitions(path):
-    """Logs how XNNPACK takes an int8 model; a warning when it splits it."""
-    from ai_edge_litert.interpreter import Interpreter
+    """Logs how XNNPACK takes an int8 model; a warning when it splits or refuses it."""
+    from aw_keras.export.verify import TFLiteRunner
 
-    interpreter = Interpreter(model_path=os.fspath(path), num_threads=1)
-    try:
-        interpreter.allocate_tensors()
-    except RuntimeError as error:
-        common.log(f"warning: XNNPACK refused this int8 model ({str(error)[:200]}); LiteRT "
-                   "runs it with its slower builtin kernels.")
-        return
-    partitions = xnnpack_partitions(interpreter)
-    if partitions == 1:
+    runner = TFLiteRunner(path)
+    if runner.partitions == 1:
         common.log("XNNPACK takes the whole int8 model (1 partition)")
     else:
-        common.log(f"warning: XNNPACK takes this int8 model in {partitions} partitions: the "
-                   "operators between them run on LiteRT's slower builtin kernels.")
+        common.log(f"warning: this int8 model runs as {runner.note}: the operators outside "
+                   "XNNPACK run on LiteRT's slower builtin kernels.")

@@ -210,11 +210,8 @@ def train_detector(config):
         config.image_size = 128
     train_split, val_split, dataset_name = _detection_source(config)
     resuming = classification.prepare_output_dir(config)
-    if config.mixed_precision:  # the classification rule (run.train)
-        import tensorflow as tf
-
-        on_gpu = bool(tf.config.list_logical_devices("GPU"))
-        keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+    if config.mixed_precision:
+        classification.set_mixed_precision_policy()
     keras.utils.set_random_seed(config.seed)
     steps = len(train_split.images) // config.batch_size
     if steps < 1:

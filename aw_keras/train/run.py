@@ -146,6 +146,16 @@ def make_strategy(strategy):
     raise UsageError(f"`strategy` must be None, 'mirrored' or 'multiworker', got {strategy!r}.")
 
 
+def set_mixed_precision_policy():
+    """The global policy of ``--mixed-precision``: mixed_float16 when a GPU is
+    visible, mixed_bfloat16 on CPU."""
+    import keras
+    import tensorflow as tf
+
+    on_gpu = bool(tf.config.list_logical_devices("GPU"))
+    keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+
+
 def worker_role(strategy):
     """(is_chief, task label) under multi-worker training."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -358,7 +368,6 @@ def _one_hot(num_classes):
 def train(config):
     """Runs (or resumes) ``config``; returns the metrics dict."""
     import keras
-    import tensorflow as tf
 
     from aw_keras import data
 
@@ -375,8 +384,7 @@ def train(config):
     resuming = prepare_output_dir(config) if is_chief else os.path.isdir(config.out)
 
     if config.mixed_precision:
-        on_gpu = bool(tf.config.list_logical_devices("GPU"))
-        keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+        set_mixed_precision_policy()
     keras.utils.set_random_seed(config.seed)
 
     train_split = source.split("train").take(config.train_examples)
