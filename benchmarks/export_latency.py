@@ -100,6 +100,8 @@ def main(argv=None):
     parser.add_argument("--pairs", default="mobilenet,resnet50",
                         help=f"comma-separated families, of {sorted(FAMILIES)}")
     parser.add_argument("--quantizations", default="float32,int8")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="keep the exported .tflite files in DIR (e.g. for op_profile.py)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.pairs.split(",")) - set(FAMILIES))
     if unknown:
@@ -107,13 +109,16 @@ def main(argv=None):
     calibration = np.random.default_rng(0).random((8, args.size, args.size, 3), dtype=np.float32)
     sample = calibration[:1]
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+    with tempfile.TemporaryDirectory() as temporary:
+        scratch = args.keep or temporary
         for family in args.pairs.split(","):
             for precision in args.quantizations.split(","):
                 entries = [e for e in FAMILIES[family] if precision in e[3]]
                 runners, sizes = {}, {}
                 for index, (label, name, kwargs, _) in enumerate(entries):
-                    path = os.path.join(scratch, f"{family}_{precision}_{index}.tflite")
+                    path = os.path.join(scratch, f"{name}_{precision}_{index}.tflite")
                     sizes[label] = export(name, args.size, precision, path, calibration, **kwargs)
                     runners[label] = TFLiteRunner(path, num_threads=1)
                 medians = time_interleaved(

@@ -44,23 +44,37 @@ def operator_name(model, operator):
 
 
 def one_operator_model(model, index):
-    """Bytes of a model holding only operator ``index`` of the first subgraph."""
+    """Bytes of a model holding only operator ``index`` of the first subgraph:
+    its tensors and the buffers of its constant inputs, nothing else (so that
+    it stays small for a large model)."""
     import flatbuffers
 
+    schema = _schema()
     subgraph = model.subgraphs[0]
     operator = subgraph.operators[index]
-
-    def constant(tensor):
-        buffer = model.buffers[subgraph.tensors[tensor].buffer]
-        return buffer.data is not None and len(buffer.data) > 0
-
+    tensors, buffers, remap, inputs = [], [schema.BufferT()], {}, []
+    for t in [t for t in list(operator.inputs) + list(operator.outputs) if t >= 0]:
+        if t in remap:
+            continue
+        tensor = copy.copy(subgraph.tensors[t])
+        data = model.buffers[tensor.buffer].data
+        constant = data is not None and len(data) > 0
+        buffers.append(model.buffers[tensor.buffer] if constant else schema.BufferT())
+        tensor.buffer = len(buffers) - 1
+        remap[t] = len(tensors)
+        tensors.append(tensor)
+        if not constant and t in operator.inputs:
+            inputs.append(remap[t])
+    single_operator = copy.copy(operator)
+    single_operator.inputs = [remap[t] if t >= 0 else -1 for t in operator.inputs]
+    single_operator.outputs = [remap[t] for t in operator.outputs]
+    single_operator.intermediates = []
+    sub = schema.SubGraphT()
+    sub.tensors, sub.operators = tensors, [single_operator]
+    sub.inputs, sub.outputs = inputs, list(single_operator.outputs)
     single = copy.copy(model)
-    sub = copy.copy(subgraph)
-    sub.operators = [operator]
-    sub.inputs = [t for t in operator.inputs if t >= 0 and not constant(t)]
-    sub.outputs = list(operator.outputs)
-    single.subgraphs = [sub]
-    single.signatureDefs = []
+    single.subgraphs, single.buffers = [sub], buffers
+    single.signatureDefs, single.metadata, single.metadataBuffer = [], [], []
     builder = flatbuffers.Builder(1024)
     builder.Finish(single.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
