@@ -230,3 +230,32 @@ def test_xnnpack_delegation_rejects_a_missing_file(tmp_path):
         [sys.executable, os.path.join(ROOT, "benchmarks", "xnnpack_delegation.py"),
          str(tmp_path / "none.tflite")], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2 and "none.tflite" in result.stderr
+
+
+def test_op_profile_times_every_operator_and_compares_types(tmp_path):
+    model = _int8_conv_then_div(tmp_path / "div.tflite")
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import op_profile
+    finally:
+        sys.path.pop(0)
+    sample = op_profile.model_input(model)
+    rows = op_profile.time_operators(model, sample, repeats=3, threads=1)
+    flat = op_profile.load(model)
+    expected = [op_profile.operator_name(flat, op) for op in flat.subgraphs[0].operators]
+    assert [kind for _, kind, _, _ in rows] == expected  # every operator, in order
+    assert {"CONV_2D", "DIV"} <= set(expected)
+    assert all(seconds > 0 for *_, seconds in rows)
+    out = run_script("op_profile.py", str(model), "--against", str(model), "--repeats", "2")
+    by_type = {row[0]: row for row in table_rows(out)[: len(set(expected))]}
+    assert set(by_type) == set(expected)
+    for kind, row in by_type.items():  # the same file on both sides: counts equal
+        assert row[1] == row[3] == str(expected.count(kind))
+    assert "whole model" in out and "Top 12 layers" in out
+
+
+def test_op_profile_rejects_a_missing_file(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "op_profile.py"),
+         str(tmp_path / "none.tflite")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and "none.tflite" in result.stderr
