@@ -74,8 +74,9 @@ def build_parser():
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--io-dtype", choices=("int8", "uint8", "float32"), default="int8",
                         help="int8 TFLite input/output type (default int8)")
-    parser.add_argument("--implementation", choices=("taps", "matmul"), default="taps",
-                        help="AWConv2D strategy used for export (default taps)")
+    parser.add_argument("--implementation", choices=("taps", "matmul", "auto"), default=None,
+                        help="form of the AWConv2D layers in the artifacts (default: each "
+                             "target's policy, taps; auto, per layer by shape, for int8 TFLite)")
     parser.add_argument("--verify-data", help=".npy of float32 images (N, H, W, C) for verification")
     parser.add_argument("--calibration-data", help=".npy of float32 images for int8 calibration")
     parser.add_argument("--verify-samples", type=int, default=8,

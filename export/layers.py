@@ -13,6 +13,9 @@ Forms (the ``form`` argument):
 - ``"split"`` (residual mode): ``conv(x, K) + bias + taps(x, K, A)``, since
   ``AK = K + A*K`` (Eq. 6): the main term is one convolution that rounds
   once in int8, only the attention correction goes through the taps;
+- ``"split_matmul"`` (residual mode): the same split with the correction as
+  im2col and one batched matmul (`aw_kernels.matmul`), cheaper than the taps
+  on large maps in int8 (docs/export.md);
 - ``"clipped"`` (1x1, residual, followed by ReLU or ReLU6): the block
   ``act(S * conv(x, K) + shift)`` (``S = 1 + A``, ``shift`` the bias holding
   the folded BatchNorm) as three clipped steps, each quantized over the
@@ -33,7 +36,9 @@ import tensorflow as tf
 from aw_keras.layers import AWConv2D
 from aw_keras.layers import aw_kernels
 
-FORMS = ("taps", "matmul", "split", "clipped")
+FORMS = ("taps", "matmul", "split", "split_matmul", "clipped")
+SPLIT_FORMS = ("split", "split_matmul")
+MATMUL_FORMS = ("matmul", "split_matmul")
 CLIP_CAPS = {"relu": None, "relu6": 6.0}
 
 
@@ -84,11 +89,11 @@ class AWConvExport(AWConv2D):
                 f"clip_activation={clip_activation!r}."
             )
         kwargs.pop("implementation", None)
-        implementation = "matmul" if form == "matmul" else "taps"
+        implementation = "matmul" if form in MATMUL_FORMS else "taps"
         super().__init__(filters, kernel_size, implementation=implementation, **kwargs)
         self.form = form
         self.clip_activation = clip_activation
-        if form in ("split", "clipped") and self.attention_mode != "residual":
+        if form in SPLIT_FORMS + ("clipped",) and self.attention_mode != "residual":
             raise ValueError(
                 f'form={form!r} needs attention_mode="residual" (it splits AK = K + A*K), '
                 f"received attention_mode={self.attention_mode!r}."
@@ -114,16 +119,19 @@ class AWConvExport(AWConv2D):
         kernel = tf.cast(self.kernel, self.compute_dtype)
         if self.form == "clipped":
             return self._clipped(inputs, kernel, training)
-        if self.form == "split":
+        if self.form in SPLIT_FORMS:
             attention = self.compact_attention(inputs, training)
             main = tf.nn.conv2d(
                 inputs, kernel, self.strides, self.padding.upper(), dilations=self.dilation_rate
             )
             if self.use_bias:
                 main = main + tf.cast(self.bias, self.compute_dtype)
-            outputs = main + aw_kernels.taps(
-                inputs, kernel, attention, self.geometry, add_chain=True
-            )
+            if self.form == "split_matmul":
+                correction = aw_kernels.matmul(inputs, kernel, attention, self.geometry)
+            else:
+                correction = aw_kernels.taps(inputs, kernel, attention, self.geometry,
+                                             add_chain=True)
+            outputs = main + correction
         else:
             scale = self.attention_scale(inputs, training)
             if self.form == "matmul":

@@ -15,7 +15,17 @@ the rows below without the BatchNorm folding.
 | ``tflite_float32`` | yes | no | no | taps | max abs error <= 1e-4 |
 | ``tflite_float16`` | yes | no | no | taps | max abs error <= 1e-2 |
 | ``tflite_dynamic_range`` | no | no | no | taps | top-1 agreement >= 0.95 |
-| ``tflite_int8`` | yes | yes | yes | taps | top-1 agreement >= 0.95 |
+| ``tflite_int8`` | yes | yes | yes | auto | top-1 agreement >= 0.95 |
+
+``auto`` chooses per layer by shape (`auto_form`): the im2col + batched
+matmul form where the output has at least `MATMUL_POSITIONS_PER_CHANNEL`
+positions per input channel (ResNet50's 56x56x64 stage), the taps elsewhere.
+Those matmul layers are not split: like the split's main convolution, the
+matmul accumulates all taps in int32 and rounds once.
+The rule was measured on int8 XNNPACK, single layers at ResNet50's stage
+shapes (docs/export.md, "Where the int8 time goes"); after converting,
+`export_tflite` checks that XNNPACK takes the whole graph and otherwise
+exports again with the taps everywhere.
 
 Folding a BatchNorm into the AWConv2D before it saves one multiplication
 pass per layer in float TFLite (the converter cannot fuse it across the
@@ -33,7 +43,14 @@ False
 
 import dataclasses
 
-IMPLEMENTATIONS = ("taps", "matmul")
+IMPLEMENTATIONS = ("taps", "matmul", "auto")
+
+# ``auto``: the matmul form where oh * ow >= this * C1 (k x k kernels, one
+# input-channel group), measured on int8 XNNPACK (docs/export.md): at 56x56x64
+# (49 positions per channel) it beat the taps, at 28x28x128 (6) they tied, at
+# 14x14x256 and 7x7x512 (below 1) repacking the per-sample kernel on every call
+# made it 1.8x and 4.6x slower than the taps.
+MATMUL_POSITIONS_PER_CHANNEL = 8
 QUANTIZATIONS = (None, "float16", "dynamic_range", "int8")
 
 
@@ -46,10 +63,11 @@ class ExportPolicy:
             an AWConv2D (its only consumer) into the AWConv2D's kernel and bias.
         clip_blocks: trace ``AWConv2D(1x1) -> BatchNorm -> ReLU/ReLU6`` in the
             clipped form (needs ``fold_batch_norms``).
-        split_residual: trace every other residual-mode k x k AWConv2D as
-            ``conv(x, K) + attention taps``.
-        implementation: the form of the remaining AWConv2D layers, ``"taps"``
-            or ``"matmul"``.
+        split_residual: trace the residual-mode k x k AWConv2D layers as
+            ``conv(x, K) + attention correction`` (``auto`` leaves its matmul
+            layers unsplit).
+        implementation: the form of the remaining AWConv2D layers, ``"taps"``,
+            ``"matmul"`` or ``"auto"`` (per layer by shape, `auto_form`).
         check: how `verify` judges the artifact against Keras:
             ``("max_abs_error", bound)`` or ``("top1_agreement", bound)``.
     """
@@ -80,8 +98,22 @@ TARGETS = {
     "tflite_float16": ExportPolicy(fold_batch_norms=True, check=("max_abs_error", 1e-2)),
     "tflite_dynamic_range": ExportPolicy(check=("top1_agreement", 0.95)),
     "tflite_int8": ExportPolicy(fold_batch_norms=True, clip_blocks=True, split_residual=True,
-                                check=("top1_agreement", 0.95)),
+                                implementation="auto", check=("top1_agreement", 0.95)),
 }
+
+
+def auto_form(kernel_size, input_groups, output_size, channels_in):
+    """``"matmul"`` or ``"taps"``: the ``auto`` form of one AWConv2D layer with
+    ``kernel_size`` (kh, kw), ``input_groups`` attention groups over its input
+    channels, output ``(oh, ow)`` (None where unknown) and ``channels_in``.
+
+    >>> auto_form((3, 3), 1, (56, 56), 64), auto_form((3, 3), 1, (14, 14), 256)
+    ('matmul', 'taps')
+    """
+    oh, ow = output_size
+    if tuple(kernel_size) == (1, 1) or input_groups != 1 or oh is None or ow is None:
+        return "taps"
+    return "matmul" if oh * ow >= MATMUL_POSITIONS_PER_CHANNEL * channels_in else "taps"
 
 
 def tflite_target(quantization):

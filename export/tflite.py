@@ -22,9 +22,12 @@ import numpy as np
 import tensorflow as tf
 
 from aw_keras.export import common
+from aw_keras.export.layers import MATMUL_FORMS
+from aw_keras.export.layers import AWConvExport
 from aw_keras.export.policy import QUANTIZATIONS  # noqa: F401  (part of this module's API)
 from aw_keras.export.policy import tflite_target
 from aw_keras.export.transform import export_model
+from aw_keras.export.transform import walk_layers
 
 IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
 
@@ -122,6 +125,102 @@ def xnnpack_partitions(interpreter):
     return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
 
 
+# Operators whose int8 output is their input's bytes: they need the same
+# quantization on both sides.
+_BYTE_COPY_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE")
+
+
+def symmetric_matmul_operands(model_content):
+    """The int8 .tflite ``model_content`` (bytes) with every runtime right-hand
+    operand of BATCH_MATMUL given zero point 0; returns (bytes, count changed).
+
+    XNNPACK delegates an int8 BATCH_MATMUL whose right-hand side is computed at
+    run time (AW's per-sample kernel) only when that operand's zero point is 0,
+    and the converter calibrates an asymmetric one; undelegated, the matmul runs
+    on LiteRT's reference kernel, tens of times slower. The operand gets the
+    symmetric quantization covering the same range (``scale = max(|lo|, hi) /
+    127``), and so does every tensor back through byte-copying operators
+    (RESHAPE...) to the operator that computes it (a MUL), which then requantizes
+    into the new scale: the graph stays consistent, the operand is at most one
+    bit coarser.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_content, 0))
+    opcode_names = _operator_code_names(_read_model(model_content))
+    changed = 0
+    for subgraph in model.subgraphs:
+        producers = {out: op for op in subgraph.operators for out in op.outputs}
+        for op in subgraph.operators:
+            if opcode_names[op.opcodeIndex] != "BATCH_MATMUL":
+                continue
+            chain = _byte_copy_chain(op.inputs[1], subgraph, producers, opcode_names)
+            if chain is None:
+                continue
+            params = subgraph.tensors[chain[0]].quantization
+            scale, zero_point = float(params.scale[0]), int(params.zeroPoint[0])
+            symmetric = max(-scale * (-128 - zero_point), scale * (127 - zero_point)) / 127
+            for index in chain:
+                params = subgraph.tensors[index].quantization
+                params.scale, params.zeroPoint = [symmetric], [0]
+                params.min = params.max = None
+            changed += 1
+    if not changed:
+        return model_content, 0
+    builder = flatbuffers.Builder(len(model_content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), changed
+
+
+def _byte_copy_chain(tensor, subgraph, producers, opcode_names):
+    """[tensor, its byte-copy sources...] when ``tensor`` is a per-tensor int8
+    activation with a non-zero zero point computed by an operator; else None."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    def params_of(index):
+        t = subgraph.tensors[index]
+        q = t.quantization
+        if t.type != schema.TensorType.INT8 or q is None or q.scale is None or len(q.scale) != 1:
+            return None
+        return float(q.scale[0]), int(q.zeroPoint[0])
+
+    first = params_of(tensor)
+    if first is None or first[1] == 0:
+        return None
+    chain = [tensor]
+    while True:
+        producer = producers.get(chain[-1])
+        if producer is None:
+            return None  # a graph input or a constant: nothing computes it
+        if opcode_names[producer.opcodeIndex] not in _BYTE_COPY_OPS:
+            return chain
+        source = producer.inputs[0]
+        if params_of(source) != first:
+            return None
+        chain.append(source)
+
+
+def delegated_partitions(model_content):
+    """`xnnpack_partitions` of a .tflite given as bytes (0 when it cannot be loaded)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_content=model_content, num_threads=1)
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError):
+        return 0
+    return xnnpack_partitions(interpreter)
+
+
+def _matmul_layers(source):
+    """How many layers of an exported model use a matmul form (0 for a SavedModel path)."""
+    if isinstance(source, (str, os.PathLike)):
+        return 0
+    return sum(isinstance(layer, AWConvExport) and layer.form in MATMUL_FORMS
+               for layer in walk_layers(source))
+
+
 def tensor_types(model_content):
     """Set of tensor type names (``FLOAT32``, ``FLOAT16``, ``INT8``...) in the model."""
     from ai_edge_litert import schema_py_generated as schema
@@ -195,6 +294,11 @@ def convert_saved_model(saved_model_dir, quantization=None, representative_data=
                 "model with builtin-convertible ones."
             ) from error
         raise common.ExportError(f"TFLite conversion failed: {message[-2000:]}") from error
+    if quantization == "int8":
+        content, changed = symmetric_matmul_operands(content)
+        if changed:
+            common.log(f"int8: {changed} BATCH_MATMUL operand(s) made symmetric (zero point 0) "
+                       "so that XNNPACK takes them")
     flex = [op for op in list_ops(content) if op.startswith("Flex")]
     if flex:
         raise common.ExportError(f"The converted model contains Flex ops {flex}; refusing to write it.")
@@ -228,20 +332,36 @@ def export_tflite(
             input and output tensors.
         implementation, fold_batch_norms, clip_blocks, split_residual: override
             the target's `aw_keras.export.policy.ExportPolicy`; None (default)
-            keeps the policy table's choice.
+            keeps the policy table's choice. For int8 with layers in a matmul
+            form (``implementation="auto"``, the int8 default, or
+            ``"matmul"``) the converted model is loaded once: when XNNPACK
+            does not take it whole, it is exported again with the taps form
+            (logged as a warning).
 
     Returns:
         ``path``.
     """
     target = tflite_target(quantization)
-    if isinstance(model, (str, os.PathLike)):
+    overrides = dict(fold_batch_norms=fold_batch_norms, clip_blocks=clip_blocks,
+                     split_residual=split_residual)
+
+    def convert(form):
         source = model
-    else:
-        source = export_model(model, target, implementation=implementation,
-                              fold_batch_norms=fold_batch_norms, clip_blocks=clip_blocks,
-                              split_residual=split_residual)
-    with common.temporary_saved_model(source) as saved_model_dir:
-        content = convert_saved_model(saved_model_dir, quantization, representative_data, io_dtype)
+        if not isinstance(model, (str, os.PathLike)):
+            source = export_model(model, target, implementation=form, **overrides)
+        with common.temporary_saved_model(source) as saved_model_dir:
+            content = convert_saved_model(saved_model_dir, quantization, representative_data,
+                                          io_dtype)
+        return source, content
+
+    source, content = convert(implementation)
+    if quantization == "int8" and _matmul_layers(source) and not near_constant_activations(content):
+        partitions = delegated_partitions(content)
+        if partitions != 1:
+            common.log(f"warning: XNNPACK runs this int8 model with the matmul form of "
+                       f"{_matmul_layers(source)} AWConv2D layer(s) as {partitions} "
+                       "partition(s), not 1: exporting again with the taps form everywhere")
+            source, content = convert("taps")
     with common.atomic_path(path) as temp:
         with open(temp, "wb") as handle:
             handle.write(content)

@@ -22,6 +22,7 @@ from aw_keras.export.common import ExportError
 from aw_keras.export.common import log
 from aw_keras.export.layers import Absorbed
 from aw_keras.export.layers import AWConvExport
+from aw_keras.export.policy import auto_form
 from aw_keras.export.policy import policy_for
 from aw_keras.layers import AWConv2D
 
@@ -129,6 +130,12 @@ def plan_rewrites(model, policy):
             float32 = layer.compute_dtype == "float32"
             residual = layer.attention_mode == "residual"
             form = policy.implementation
+            unsplit_matmul = False
+            if form == "auto":
+                form = _auto_form(layer, calls.get(layer.name))
+                # one int32 accumulation over all taps: as faithful as the split
+                # without its second convolution (docs/export.md)
+                unsplit_matmul = form == "matmul"
             if norm is not None and policy.clip_blocks and float32 and residual and (
                 layer.kernel_size == (1, 1) and layer.input_groups == 1
             ):
@@ -140,10 +147,23 @@ def plan_rewrites(model, policy):
                     relu = None
             if form != "clipped" and policy.split_residual and float32 and residual and (
                 layer.kernel_size != (1, 1)
-            ):
-                form = "split"
+            ) and not unsplit_matmul:
+                form = "split_matmul" if form == "matmul" else "split"
             plan[id(layer)] = (form, norm, relu, clip)
     return plan
+
+
+def _auto_form(layer, calls):
+    """`auto_form` of an AWConv2D from its output shape (taps when it is called
+    more than once or its spatial size is unknown)."""
+    if calls != 1:
+        return "taps"
+    try:
+        shape = layer.output.shape
+        channels_in = layer.input.shape[-1]
+    except (AttributeError, ValueError):
+        return "taps"
+    return auto_form(layer.kernel_size, layer.input_groups, (shape[1], shape[2]), channels_in)
 
 
 # ------------------------------------------------------------ the rewrite

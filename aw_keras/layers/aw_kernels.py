@@ -268,18 +268,49 @@ def per_sample(inputs, kernel, scale, geometry, training=False):
     )
 
 
+# XNNPACK takes a CONCATENATION of at most this many inputs (LiteRT's
+# xnnpack_delegate.cc); `matmul` concatenates its tap windows in groups.
+MAX_CONCAT_INPUTS = 5
+
+
+def concat_in_groups(tensors, axis, group=MAX_CONCAT_INPUTS):
+    """``tf.concat(tensors, axis)`` as a tree of concatenations of at most
+    ``group`` inputs each (same result)."""
+    while len(tensors) > group:
+        tensors = [tf.concat(tensors[i : i + group], axis) if len(tensors[i : i + group]) > 1
+                   else tensors[i] for i in range(0, len(tensors), group)]
+    return tf.concat(tensors, axis) if len(tensors) > 1 else tensors[0]
+
+
 def matmul(inputs, kernel, scale, geometry, training=False):
-    """im2col by tap slices, then (N, HoWo, T*C1) @ (N, T*C1, C2)."""
+    """im2col by tap slices, then (N, HoWo, T*C1) @ (N, T*C1, C2).
+
+    Written so that int8 TFLite runs it inside XNNPACK: windows concatenated
+    in groups of at most `MAX_CONCAT_INPUTS`, no tensor above rank 4, and no
+    SHAPE ops for static spatial sizes (the batch is a -1 in the reshapes).
+    XNNPACK also needs the per-sample kernel's int8 zero point to be 0, which
+    the converter does not choose: `aw_keras.export.tflite` sets it after
+    conversion (`symmetric_matmul_operands`).
+    """
     padded, (oh, ow) = pad_for_taps(inputs, geometry)
     kh, kw, channels_in, channels_out = kernel.shape
-    columns = tf.concat(
+    taps_count, groups = kh * kw, scale.shape[3]
+    columns = concat_in_groups(
         [tap_slice(padded, j, k, (oh, ow), geometry) for j in range(kh) for k in range(kw)],
         axis=-1,
     )
-    batch = _dim(inputs, 0)
-    columns = tf.reshape(columns, [batch, oh * ow, kh * kw * channels_in])
+    static = isinstance(oh, int) and isinstance(ow, int)
+    batch = -1 if static else _dim(inputs, 0)
+    columns = tf.reshape(columns, [batch, oh * ow, taps_count * channels_in])
+    if groups == 1:
+        # (N, T, 1, C2) * (T, C1, C2): a rank-4 MUL, no repeat along C1
+        per_sample_kernel = tf.reshape(scale, [-1, taps_count, 1, channels_out]) * tf.reshape(
+            kernel, [taps_count, channels_in, channels_out]
+        )
+    else:
+        per_sample_kernel = per_sample_kernels(kernel, scale)
     per_sample_kernel = tf.reshape(
-        per_sample_kernels(kernel, scale), [batch, kh * kw * channels_in, channels_out]
+        per_sample_kernel, [-1, taps_count * channels_in, channels_out]
     )
     return tf.reshape(tf.matmul(columns, per_sample_kernel), [batch, oh, ow, channels_out])
 

@@ -173,7 +173,7 @@ def test_int8_aw_kxk_layer_is_one_xnnpack_partition(tmp_path, capsys):
     layer.excite_bn.beta.assign(np.full(layer.excite_bn.beta.shape, 0.5, np.float32))
     images = np.random.default_rng(0).random((16, 12, 12, 8), dtype=np.float32)
     path = export_tflite(model, tmp_path / "aw.tflite", quantization="int8",
-                         representative_data=images)
+                         representative_data=images, implementation="taps")
     assert count_ops(path)["STRIDED_SLICE"] >= 9  # the taps are there
     assert "XNNPACK takes the whole int8 model (1 partition)" in capsys.readouterr().out
     runner = TFLiteRunner(path)
