@@ -261,11 +261,14 @@ def _representative(data, spec):
     return generator
 
 
-def convert_saved_model(saved_model_dir, quantization=None, representative_data=None, io_dtype="int8"):
-    """Converts a SavedModel directory to .tflite bytes (builtins only)."""
-    tflite_target(quantization)  # validates
-    if io_dtype not in IO_DTYPES:
-        raise ValueError(f"`io_dtype` must be one of {tuple(IO_DTYPES)}, received {io_dtype!r}.")
+# Operators XNNPACK has no int8 kernel for: left in an int8 model they run on
+# LiteRT's builtin kernels between XNNPACK partitions. Kept in float instead
+# (a DEQUANTIZE / float op / QUANTIZE that XNNPACK takes): AW-MobileNet's clipped
+# blocks divide (N, 1, 1, C) attention vectors (docs/export.md).
+FLOAT_IN_INT8 = ("DIV",)
+
+
+def _converter(saved_model_dir, quantization, representative_data, io_dtype):
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization == "float16":
@@ -281,8 +284,12 @@ def convert_saved_model(saved_model_dir, quantization=None, representative_data=
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = IO_DTYPES[io_dtype]
         converter.inference_output_type = IO_DTYPES[io_dtype]
+    return converter
+
+
+def _convert(convert, quantization):
     try:
-        content = converter.convert()
+        return convert()
     except Exception as error:  # the converter raises ConverterError and others
         message = str(error)
         ops = _unsupported_ops(message)
@@ -294,7 +301,74 @@ def convert_saved_model(saved_model_dir, quantization=None, representative_data=
                 "model with builtin-convertible ones."
             ) from error
         raise common.ExportError(f"TFLite conversion failed: {message[-2000:]}") from error
+
+
+def _int8_with_float_ops(converter, ops, io_dtype):
+    """The int8 model of ``converter`` with the operators ``ops`` left in float,
+    by TFLite's selective quantization (`tf.lite.experimental.QuantizationDebugger`),
+    with ``io_dtype`` inputs and outputs."""
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_ops=list(ops), fully_quantize=io_dtype == "int8")
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=converter.representative_dataset,
+        debug_options=options)
+    content = debugger.get_nondebug_quantized_model()
+    return _uint8_interface(content) if io_dtype == "uint8" else content
+
+
+def _uint8_interface(model_content):
+    """A float-interface int8 model (QUANTIZE after each input, DEQUANTIZE before
+    each output) turned into a uint8-interface one, as the converter writes it:
+    each input becomes uint8 (the QUANTIZE requantizes uint8 -> int8) and each
+    DEQUANTIZE a QUANTIZE int8 -> uint8 (same scale, zero point + 128)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_content, 0))
+    names = _operator_code_names(_read_model(model_content))
+    quantize = names.index("QUANTIZE")
+    subgraph = model.subgraphs[0]
+
+    def as_uint8(tensor, like):
+        params = subgraph.tensors[like].quantization
+        target = subgraph.tensors[tensor]
+        target.type = schema.TensorType.UINT8
+        target.quantization = schema.QuantizationParametersT()
+        target.quantization.scale = list(params.scale)
+        target.quantization.zeroPoint = [int(z) + 128 for z in params.zeroPoint]
+
+    for op in subgraph.operators:
+        name = names[op.opcodeIndex]
+        if name == "QUANTIZE" and op.inputs[0] in subgraph.inputs:
+            as_uint8(op.inputs[0], op.outputs[0])
+        elif name == "DEQUANTIZE" and op.outputs[0] in subgraph.outputs:
+            op.opcodeIndex = quantize
+            as_uint8(op.outputs[0], op.inputs[0])
+    builder = flatbuffers.Builder(len(model_content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def convert_saved_model(saved_model_dir, quantization=None, representative_data=None, io_dtype="int8"):
+    """Converts a SavedModel directory to .tflite bytes (builtins only).
+
+    For int8, operators in `FLOAT_IN_INT8` are converted once more in float
+    (selective quantization) and BATCH_MATMUL's runtime operands get zero point
+    0 (`symmetric_matmul_operands`): both so that XNNPACK takes the whole graph.
+    """
+    tflite_target(quantization)  # validates
+    if io_dtype not in IO_DTYPES:
+        raise ValueError(f"`io_dtype` must be one of {tuple(IO_DTYPES)}, received {io_dtype!r}.")
+    args = (saved_model_dir, quantization, representative_data, io_dtype)
+    content = _convert(_converter(*args).convert, quantization)
     if quantization == "int8":
+        found = count_ops(content)
+        floated = [op for op in FLOAT_IN_INT8 if found[op]]
+        if floated:
+            content = _convert(lambda: _int8_with_float_ops(_converter(*args), floated, io_dtype),
+                               quantization)
+            common.log("int8: " + ", ".join(f"{found[op]} {op}" for op in floated)
+                       + " kept in float (XNNPACK has no int8 kernel for them)")
         content, changed = symmetric_matmul_operands(content)
         if changed:
             common.log(f"int8: {changed} BATCH_MATMUL operand(s) made symmetric (zero point 0) "
