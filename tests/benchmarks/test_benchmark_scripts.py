@@ -259,3 +259,23 @@ def test_op_profile_rejects_a_missing_file(tmp_path):
         [sys.executable, os.path.join(ROOT, "benchmarks", "op_profile.py"),
          str(tmp_path / "none.tflite")], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2 and "none.tflite" in result.stderr
+
+
+def test_int8_layer_forms_measures_every_form_against_the_plain_conv():
+    out = run_script("int8_layer_forms.py", "--size", "32", "--repeats", "1", "--stages", "8",
+                     "--calibration", "2")
+    rows = table_rows(out)
+    assert [row[1] for row in rows] == ["plain", "taps", "split", "matmul", "split_matmul"]
+    assert all(row[0] == "8x8x64" for row in rows)
+    assert rows[0][3] == "1.00x"
+    assert all(row[4] == "1" for row in rows), rows  # XNNPACK takes every form whole
+    assert all(0 < float(row[5]) < 0.2 for row in rows), rows
+
+
+def test_int8_layer_forms_rejects_an_unknown_stage():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "int8_layer_forms.py"), "--size", "32",
+         "--stages", "5", "--calibration", "1"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert result.returncode == 2 and "--stages: no stage with map size [5]" in result.stderr
