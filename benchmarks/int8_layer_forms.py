@@ -9,9 +9,10 @@ exports it to int8 TFLite in each form (calibrated on the layer's real inputs),
 next to the plain ``Conv2D -> BatchNorm -> ReLU`` with the same kernel:
 
 - ``taps``: tap decomposition (``implementation="taps", split_residual=False``);
-- ``split``: conv + attention taps (``implementation="taps"``, the split);
+- ``split``: conv + attention taps (``implementation="taps", split_residual=True``);
 - ``matmul``: im2col + batched matmul (``implementation="matmul", split_residual=False``);
-- ``split_matmul``: conv + attention correction by matmul (``implementation="matmul"``).
+- ``split_matmul``: conv + attention correction by matmul (``implementation="matmul",
+  split_residual=True``).
 
 It prints, per stage, each form's median latency (ai_edge_litert, XNNPACK,
 1 thread, batch 1, interleaved), its ratio to the plain int8 conv, the XNNPACK
@@ -42,9 +43,9 @@ from aw_keras.layers import AWConv2D  # noqa: E402
 
 FORMS = {
     "taps": {"implementation": "taps", "split_residual": False},
-    "split": {"implementation": "taps"},
+    "split": {"implementation": "taps", "split_residual": True},
     "matmul": {"implementation": "matmul", "split_residual": False},
-    "split_matmul": {"implementation": "matmul"},
+    "split_matmul": {"implementation": "matmul", "split_residual": True},
 }
 
 

@@ -19,7 +19,7 @@ the rows below without the BatchNorm folding.
 
 ``auto`` chooses per layer by shape (`auto_form`): the im2col + batched
 matmul form where the output has at least `MATMUL_POSITIONS_PER_CHANNEL`
-positions per input channel (ResNet50's 56x56x64 stage), the taps elsewhere.
+positions per input channel (ResNet50's 56x56 and 28x28 stages), the taps elsewhere.
 Those matmul layers are not split: like the split's main convolution, the
 matmul accumulates all taps in int32 and rounds once.
 The rule was measured on int8 XNNPACK, single layers at ResNet50's stage
@@ -46,11 +46,12 @@ import dataclasses
 IMPLEMENTATIONS = ("taps", "matmul", "auto")
 
 # ``auto``: the matmul form where oh * ow >= this * C1 (k x k kernels, one
-# input-channel group), measured on int8 XNNPACK (docs/export.md): at 56x56x64
-# (49 positions per channel) it beat the taps, at 28x28x128 (6) they tied, at
-# 14x14x256 and 7x7x512 (below 1) repacking the per-sample kernel on every call
-# made it 1.8x and 4.6x slower than the taps.
-MATMUL_POSITIONS_PER_CHANNEL = 8
+# input-channel group), measured on int8 XNNPACK (benchmarks/int8_layer_forms.py,
+# docs/export.md): at 56x56x64 (49 positions per channel) it was 17 % faster than
+# the taps, at 28x28x128 (6) 0-7 %, at 14x14x256 and 7x7x512 (below 1) repacking
+# the per-sample kernel on every call made it 1.7x and 5x slower; its relative
+# error against float is half the taps' everywhere.
+MATMUL_POSITIONS_PER_CHANNEL = 4
 QUANTIZATIONS = (None, "float16", "dynamic_range", "int8")
 
 
@@ -110,7 +111,7 @@ def auto_form(kernel_size, input_groups, output_size, channels_in):
     ``kernel_size`` (kh, kw), ``input_groups`` attention groups over its input
     channels, output ``(oh, ow)`` (None where unknown) and ``channels_in``.
 
-    >>> auto_form((3, 3), 1, (56, 56), 64), auto_form((3, 3), 1, (14, 14), 256)
+    >>> auto_form((3, 3), 1, (28, 28), 128), auto_form((3, 3), 1, (14, 14), 256)
     ('matmul', 'taps')
     """
     oh, ow = output_size

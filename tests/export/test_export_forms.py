@@ -163,7 +163,7 @@ def split_model(seed=5):
 
 
 def test_only_residual_kxk_layers_are_split():
-    # aw_same's 9x9 output has 81 >= 8 * 4 positions per input channel: the
+    # aw_same's 9x9 output has 81 >= 4 * 4 positions per input channel: the
     # ``auto`` implementation of int8 computes it by one matmul, unsplit
     assert forms(split_model(), split_residual=True) == {"aw_same": "matmul", "aw_valid_s2": "split",
                                     "aw_dilated_grouped": "split", "aw_mult": "taps",

@@ -33,8 +33,9 @@ def runtime_matmul_operands(path):
 
 
 def large_map_model(positive_kernel=False, seed=0):
-    """A 3x3 AW layer on a 20x20x4 map (400 positions >= 8 * 4: matmul under
-    ``auto``), then a BatchNorm and ReLU, and a 3x3 AW layer on 5x5x8 (taps)."""
+    """A 3x3 AW layer on a 20x20x4 map (400 positions >= 4 * 4: matmul under
+    ``auto``), then a BatchNorm and ReLU, and a 3x3 AW layer on 5x5x8 (25 < 4 * 8:
+    taps)."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((20, 20, 4))
     layer = AWConv2D(8, 3, padding="same", use_bias=False, name="aw_large")
@@ -58,7 +59,8 @@ def images(count=16, seed=1):
 
 def test_auto_uses_matmul_on_large_maps_only():
     assert auto_form((3, 3), 1, (56, 56), 64) == "matmul"
-    assert auto_form((3, 3), 1, (28, 28), 128) == "taps"
+    assert auto_form((3, 3), 1, (28, 28), 128) == "matmul"
+    assert auto_form((3, 3), 1, (14, 14), 256) == "taps"
     assert auto_form((3, 3), 2, (56, 56), 64) == "taps"  # grouped input channels
     assert auto_form((1, 1), 1, (56, 56), 64) == "taps"
     assert auto_form((3, 3), 1, (None, None), 64) == "taps"
