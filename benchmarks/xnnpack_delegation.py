@@ -30,10 +30,10 @@ def _schema():
 
 def load(path):
     """The model of ``path`` in the flatbuffer object API (``ModelT``)."""
-    schema = _schema()
+    from aw_keras.export.tflite import unpack_model
+
     with open(path, "rb") as handle:
-        buffer = handle.read()
-    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buffer, 0))
+        return unpack_model(handle.read())[0]
 
 
 def operator_name(model, operator):
@@ -47,7 +47,7 @@ def one_operator_model(model, index):
     """Bytes of a model holding only operator ``index`` of the first subgraph:
     its tensors and the buffers of its constant inputs, nothing else (so that
     it stays small for a large model)."""
-    import flatbuffers
+    from aw_keras.export.tflite import pack_model
 
     schema = _schema()
     subgraph = model.subgraphs[0]
@@ -75,9 +75,7 @@ def one_operator_model(model, index):
     single = copy.copy(model)
     single.subgraphs, single.buffers = [sub], buffers
     single.signatureDefs, single.metadata, single.metadataBuffer = [], [], []
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(single.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_model(single)
 
 
 def _partitions(**source):

@@ -62,6 +62,25 @@ def _operator_code_names(model):
     return result
 
 
+def unpack_model(model_content):
+    """``(model, opcode_names)`` of .tflite bytes: the flatbuffer in
+    ai_edge_litert's generated object API (``schema.ModelT``, editable) and
+    the operator name of each operator-code index. `pack_model` writes it back."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_content, 0))
+    return model, _operator_code_names(_read_model(model_content))
+
+
+def pack_model(model):
+    """The .tflite bytes of an object-API ``ModelT`` (see `unpack_model`)."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def list_ops(model_content):
     """Sorted operator names in a .tflite flatbuffer (bytes or path); custom
     (including Flex) ops appear under their custom code, e.g. ``FlexErf``."""
@@ -144,11 +163,7 @@ def symmetric_matmul_operands(model_content):
     into the new scale: the graph stays consistent, the operand is at most one
     bit coarser.
     """
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_content, 0))
-    opcode_names = _operator_code_names(_read_model(model_content))
+    model, opcode_names = unpack_model(model_content)
     changed = 0
     for subgraph in model.subgraphs:
         producers = {out: op for op in subgraph.operators for out in op.outputs}
@@ -168,9 +183,7 @@ def symmetric_matmul_operands(model_content):
             changed += 1
     if not changed:
         return model_content, 0
-    builder = flatbuffers.Builder(len(model_content) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), changed
+    return pack_model(model), changed
 
 
 def _byte_copy_chain(tensor, subgraph, producers, opcode_names):
@@ -321,11 +334,9 @@ def _uint8_interface(model_content):
     each output) turned into a uint8-interface one, as the converter writes it:
     each input becomes uint8 (the QUANTIZE requantizes uint8 -> int8) and each
     DEQUANTIZE a QUANTIZE int8 -> uint8 (same scale, zero point + 128)."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_content, 0))
-    names = _operator_code_names(_read_model(model_content))
+    model, names = unpack_model(model_content)
     quantize = names.index("QUANTIZE")
     subgraph = model.subgraphs[0]
 
@@ -344,31 +355,40 @@ def _uint8_interface(model_content):
         elif name == "DEQUANTIZE" and op.outputs[0] in subgraph.outputs:
             op.opcodeIndex = quantize
             as_uint8(op.outputs[0], op.inputs[0])
-    builder = flatbuffers.Builder(len(model_content) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_model(model)
 
 
-def convert_saved_model(saved_model_dir, quantization=None, representative_data=None, io_dtype="int8"):
+def convert_saved_model(saved_model_dir, quantization=None, representative_data=None,
+                        io_dtype="int8", float_ops=None):
     """Converts a SavedModel directory to .tflite bytes (builtins only).
 
-    For int8, operators in `FLOAT_IN_INT8` are converted once more in float
-    (selective quantization) and BATCH_MATMUL's runtime operands get zero point
-    0 (`symmetric_matmul_operands`): both so that XNNPACK takes the whole graph.
+    For int8, operators in `FLOAT_IN_INT8` are kept in float (selective
+    quantization) and BATCH_MATMUL's runtime operands get zero point 0
+    (`symmetric_matmul_operands`): both so that XNNPACK takes the whole graph.
+    ``float_ops`` (int8 only) names the `FLOAT_IN_INT8` operators the model is
+    known to hold, so that it is converted once, selectively; None (default)
+    finds them in a first, ordinary conversion and converts again if any.
     """
     tflite_target(quantization)  # validates
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"`io_dtype` must be one of {tuple(IO_DTYPES)}, received {io_dtype!r}.")
     args = (saved_model_dir, quantization, representative_data, io_dtype)
-    content = _convert(_converter(*args).convert, quantization)
-    if quantization == "int8":
+    content = None
+    if quantization == "int8" and float_ops is None:
+        content = _convert(_converter(*args).convert, quantization)
         found = count_ops(content)
-        floated = [op for op in FLOAT_IN_INT8 if found[op]]
-        if floated:
-            content = _convert(lambda: _int8_with_float_ops(_converter(*args), floated, io_dtype),
-                               quantization)
-            common.log("int8: " + ", ".join(f"{found[op]} {op}" for op in floated)
+        float_ops = [op for op in FLOAT_IN_INT8 if found[op]]
+    if quantization == "int8" and float_ops:
+        content = _convert(lambda: _int8_with_float_ops(_converter(*args), float_ops, io_dtype),
+                           quantization)
+        found = count_ops(content)
+        kept = [f"{found[op]} {op}" for op in float_ops if found[op]]
+        if kept:
+            common.log("int8: " + ", ".join(kept)
                        + " kept in float (XNNPACK has no int8 kernel for them)")
+    if content is None:
+        content = _convert(_converter(*args).convert, quantization)
+    if quantization == "int8":
         content, changed = symmetric_matmul_operands(content)
         if changed:
             common.log(f"int8: {changed} BATCH_MATMUL operand(s) made symmetric (zero point 0) "
@@ -377,6 +397,23 @@ def convert_saved_model(saved_model_dir, quantization=None, representative_data=
     if flex:
         raise common.ExportError(f"The converted model contains Flex ops {flex}; refusing to write it.")
     return content
+
+
+def _known_float_ops(source):
+    """`FLOAT_IN_INT8` when the exported Keras model ``source`` has a layer in the
+    clipped form (it divides by the attention scale: a DIV); else None (unknown:
+    `convert_saved_model` looks)."""
+    if isinstance(source, (str, os.PathLike)):
+        return None
+    clipped = any(isinstance(layer, AWConvExport) and layer.form == "clipped"
+                  for layer in walk_layers(source))
+    return FLOAT_IN_INT8 if clipped else None
+
+
+def _int8_state(content):
+    """(near-constant activation names, XNNPACK partitions or None when not tried)."""
+    flat = near_constant_activations(content)
+    return flat, None if flat else delegated_partitions(content)
 
 
 def export_tflite(
@@ -425,44 +462,44 @@ def export_tflite(
             source = export_model(model, target, implementation=form, **overrides)
         with common.temporary_saved_model(source) as saved_model_dir:
             content = convert_saved_model(saved_model_dir, quantization, representative_data,
-                                          io_dtype)
+                                          io_dtype, float_ops=_known_float_ops(source))
         return source, content
 
     source, content = convert(implementation)
-    if quantization == "int8" and _matmul_layers(source) and not near_constant_activations(content):
-        partitions = delegated_partitions(content)
-        if partitions != 1:
+    if quantization == "int8":
+        flat, partitions = _int8_state(content)
+        matmul_layers = _matmul_layers(source)
+        if matmul_layers and partitions not in (None, 1):
             common.log(f"warning: XNNPACK runs this int8 model with the matmul form of "
-                       f"{_matmul_layers(source)} AWConv2D layer(s) as {partitions} "
+                       f"{matmul_layers} AWConv2D layer(s) as {partitions} "
                        "partition(s), not 1: exporting again with the taps form everywhere")
             source, content = convert("taps")
+            flat, partitions = _int8_state(content)
     with common.atomic_path(path) as temp:
         with open(temp, "wb") as handle:
             handle.write(content)
     common.log(f"wrote TFLite ({quantization or 'float32'}) {os.fspath(path)}, {len(content)} bytes")
     if quantization == "int8":
-        flat = near_constant_activations(content)
-        if flat:
-            shown = ", ".join(flat[:3]) + (f" and {len(flat) - 3} more" if len(flat) > 3 else "")
-            common.log(
-                f"warning: {len(flat)} activation tensor(s) had a ~0 range over the calibration "
-                f"data ({shown}); XNNPACK will likely refuse this int8 model (aw_keras's verify runs "
-                f"it with LiteRT's slower reference kernels; handed to XNNPACK, such a model "
-                f"has aborted the process). Typical of random-init weights: calibrate "
-                f"a trained model with real images."
-            )
-        else:
-            _log_partitions(path)
+        _log_int8_state(flat, partitions)
     return os.fspath(path)
 
 
-def _log_partitions(path):
+def _log_int8_state(flat, partitions):
     """Logs how XNNPACK takes an int8 model; a warning when it splits or refuses it."""
-    from aw_keras.export.verify import TFLiteRunner
-
-    runner = TFLiteRunner(path)
-    if runner.partitions == 1:
+    if flat:
+        shown = ", ".join(flat[:3]) + (f" and {len(flat) - 3} more" if len(flat) > 3 else "")
+        common.log(
+            f"warning: {len(flat)} activation tensor(s) had a ~0 range over the calibration "
+            f"data ({shown}); XNNPACK will likely refuse this int8 model (aw_keras's verify runs "
+            f"it with LiteRT's slower reference kernels; handed to XNNPACK, such a model "
+            f"has aborted the process). Typical of random-init weights: calibrate "
+            f"a trained model with real images."
+        )
+    elif partitions == 1:
         common.log("XNNPACK takes the whole int8 model (1 partition)")
+    elif partitions == 0:
+        common.log("warning: XNNPACK refuses this int8 model: it runs on LiteRT's slower "
+                   "builtin kernels.")
     else:
-        common.log(f"warning: this int8 model runs as {runner.note}: the operators outside "
-                   "XNNPACK run on LiteRT's slower builtin kernels.")
+        common.log(f"warning: this int8 model runs as {partitions} XNNPACK partitions: the "
+                   "operators outside XNNPACK run on LiteRT's slower builtin kernels.")

@@ -71,3 +71,18 @@ def test_int8_without_divisions_is_converted_once(tmp_path, monkeypatch, capsys)
     images = np.random.default_rng(4).random((8, 8, 8, 4), dtype=np.float32)
     export_tflite(model, tmp_path / "m.tflite", quantization="int8", representative_data=images)
     assert calls == [] and "kept in float" not in capsys.readouterr().out
+
+
+def test_int8_model_with_clipped_blocks_is_converted_once(tmp_path, monkeypatch, capsys):
+    # the clipped form is known to divide: straight to the selective conversion
+    conversions = []
+    convert = tflite._convert
+    monkeypatch.setattr(tflite, "_convert",
+                        lambda function, quantization: conversions.append(quantization)
+                        or convert(function, quantization))
+    images = np.random.default_rng(4).random((16, 8, 8, 4), dtype=np.float32)
+    path = export_tflite(clipped_block_model(), tmp_path / "m.tflite", quantization="int8",
+                         representative_data=images)
+    assert conversions == ["int8"]
+    assert "1 DIV kept in float" in capsys.readouterr().out
+    assert len(operator_tensor_types(path, "DIV")) == 1
