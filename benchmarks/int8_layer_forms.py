@@ -49,18 +49,30 @@ FORMS = {
 }
 
 
-def stage_layers(size, images):
-    """{map size: (AWConv2D, its BatchNorm, its inputs for ``images``)}, the first
-    3x3 AW layer of each stage of a BN-calibrated AW-ResNet50."""
+def stage_model(size):
+    """AW-ResNet50 at ``size`` (random weights, seed 0) and the input map size of
+    the first 3x3 AW layer of each stage, largest first."""
     keras.utils.set_random_seed(0)
     model = get_model("aw_resnet50", input_shape=(size, size, 3), classes=1000)
+    sizes = []
+    for layer in model.layers:
+        if isinstance(layer, AWConv2D) and layer.input.shape[1] not in sizes:
+            sizes.append(layer.input.shape[1])
+    return model, sizes
+
+
+def stage_layers(model, images, stages):
+    """{map size: (AWConv2D, its BatchNorm, its inputs for ``images``)}, the first
+    3x3 AW layer of each stage in ``stages``, with the model's BatchNorm
+    statistics calibrated on ``images`` first."""
     calibrate_batch_norms(model, images, np.random.default_rng(0))
     picked = {}
     for layer in model.layers:
-        if isinstance(layer, AWConv2D) and layer.input.shape[1] not in picked:
+        size = layer.input.shape[1] if isinstance(layer, AWConv2D) else None
+        if size in stages and size not in picked:
             norm = model.get_layer(layer.name.replace("_2_conv", "_2_bn"))
             inputs = keras.Model(model.input, layer.input).predict(images, verbose=0)
-            picked[layer.input.shape[1]] = (layer, norm, inputs)
+            picked[size] = (layer, norm, inputs)
     return picked
 
 
@@ -99,16 +111,19 @@ def main(argv=None):
     if args.size < 32 or args.repeats < 1 or args.calibration < 1:
         parser.error(f"--size must be >= 32, --repeats and --calibration >= 1; received "
                      f"{args.size}, {args.repeats}, {args.calibration}")
+    model, sizes = stage_model(args.size)
+    wanted = sizes
+    if args.stages:
+        try:
+            wanted = [int(v) for v in args.stages.split(",")]
+        except ValueError:
+            parser.error(f"--stages: expected comma-separated map sizes, received {args.stages!r}")
+        unknown = sorted(set(wanted) - set(sizes))
+        if unknown:
+            parser.error(f"--stages: no stage with map size {unknown}; expected some of {sizes}")
     images = np.random.default_rng(0).random((args.calibration, args.size, args.size, 3),
                                              dtype=np.float32)
-    layers = stage_layers(args.size, images)
-    wanted = sorted(layers, reverse=True)
-    if args.stages:
-        wanted = [int(v) for v in args.stages.split(",")]
-        unknown = sorted(set(wanted) - set(layers))
-        if unknown:
-            parser.error(f"--stages: no stage with map size {unknown}; expected some of "
-                         f"{sorted(layers, reverse=True)}")
+    layers = stage_layers(model, images, wanted)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for stage in wanted:

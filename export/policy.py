@@ -15,7 +15,7 @@ the rows below without the BatchNorm folding.
 | ``tflite_float32`` | yes | no | no | taps | max abs error <= 1e-4 |
 | ``tflite_float16`` | yes | no | no | taps | max abs error <= 1e-2 |
 | ``tflite_dynamic_range`` | no | no | no | taps | top-1 agreement >= 0.95 |
-| ``tflite_int8`` | yes | yes | yes | auto | top-1 agreement >= 0.95 |
+| ``tflite_int8`` | yes | yes | no | auto | top-1 agreement >= 0.95 |
 
 ``auto`` chooses per layer by shape (`auto_form`): the im2col + batched
 matmul form where the output has at least `MATMUL_POSITIONS_PER_CHANNEL`
@@ -37,8 +37,8 @@ Example:
 
 >>> policy_for("tflite_int8").clip_blocks
 True
->>> policy_for("tflite_int8", split_residual=False).split_residual
-False
+>>> policy_for("tflite_int8", split_residual=True).split_residual
+True
 """
 
 import dataclasses
@@ -98,10 +98,10 @@ TARGETS = {
     "tflite_float32": ExportPolicy(fold_batch_norms=True),
     "tflite_float16": ExportPolicy(fold_batch_norms=True, check=("max_abs_error", 1e-2)),
     "tflite_dynamic_range": ExportPolicy(check=("top1_agreement", 0.95)),
-    # split_residual stays on: without it the CIFAR-style AW-ResNet's int8 agreement
-    # fell to 0.922 (< 0.95); split_residual=False is 1.32x instead of 1.53x of
-    # ResNet50's int8 latency (docs/export.md)
-    "tflite_int8": ExportPolicy(fold_batch_norms=True, clip_blocks=True, split_residual=True,
+    # split_residual off: 1.32x instead of 1.53x of ResNet50's int8 latency, for
+    # -0.002 top-1 agreement on 2048 images (CIFAR AW-ResNet, 8 trainings) and
+    # +-0.01 on the paper models, of both signs (docs/export.md)
+    "tflite_int8": ExportPolicy(fold_batch_norms=True, clip_blocks=True, split_residual=False,
                                 implementation="auto", check=("top1_agreement", 0.95)),
 }
 

@@ -279,3 +279,27 @@ def test_int8_layer_forms_rejects_an_unknown_stage():
          "--stages", "5", "--calibration", "1"],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert result.returncode == 2 and "--stages: no stage with map size [5]" in result.stderr
+
+
+@pytest.mark.slow  # ~1 min: trains a small model and exports it to int8 twice
+def test_int8_split_agreement_reports_both_forms_per_training(tmp_path):
+    out_json = tmp_path / "rows.json"
+    out = run_script("int8_split_agreement.py", "--steps", "20", "--seeds", "0", "--images", "64",
+                     "--out", str(out_json))
+    rows = table_rows(out)
+    assert [row[0] for row in rows] == ["0", "mean"]
+    import json
+
+    saved = json.loads(out_json.read_text())
+    assert [r["seed"] for r in saved] == [0]
+    for form in ("split", "no_split"):
+        first64, all_images = saved[0][form]
+        assert 0.0 <= first64 <= 1.0 and first64 == all_images  # 64 images: the same set
+    assert "no split - split on 64 images" in out
+
+
+def test_int8_split_agreement_rejects_too_few_images():
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "int8_split_agreement.py"),
+         "--images", "10"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 2 and "--images must be at least 64, received 10" in result.stderr

@@ -18,9 +18,9 @@ from aw_keras.export.transform import plan_rewrites
 from aw_keras.layers import AWConv2D
 
 
-def forms(model, target="tflite_int8"):
+def forms(model, target="tflite_int8", **overrides):
     """{AWConv2D name: form} that export_model gives ``model`` for ``target``."""
-    plan = plan_rewrites(model, policy_for(target))
+    plan = plan_rewrites(model, policy_for(target, **overrides))
     return {layer.name: plan[id(layer)][0] for layer in aw_layers(model)}
 
 
@@ -81,8 +81,10 @@ def block_model(seed=3):
 
 
 def test_only_eligible_blocks_are_clipped():
-    assert forms(block_model()) == {"aw_pw1": "clipped", "aw_pw2": "clipped", "aw_3x3": "split",
-                                    "aw_mult": "taps", "aw_branch": "taps"}
+    assert forms(block_model(), split_residual=True) == {
+        "aw_pw1": "clipped", "aw_pw2": "clipped", "aw_3x3": "split", "aw_mult": "taps",
+        "aw_branch": "taps"}
+    assert forms(block_model())["aw_3x3"] == "taps"  # int8 does not split by default
     mobilenet = forms(get_model("aw_mobilenet", input_shape=(32, 32, 3), classes=10))
     assert list(mobilenet.values()).count("clipped") == 13
     assert set(forms(block_model(), "tflite_float32").values()) == {"taps"}
@@ -163,7 +165,7 @@ def split_model(seed=5):
 def test_only_residual_kxk_layers_are_split():
     # aw_same's 9x9 output has 81 >= 4 * 4 positions per input channel: the
     # ``auto`` implementation of int8 computes it by one matmul, unsplit
-    assert forms(split_model()) == {"aw_same": "matmul", "aw_valid_s2": "split",
+    assert forms(split_model(), split_residual=True) == {"aw_same": "matmul", "aw_valid_s2": "split",
                                     "aw_dilated_grouped": "split", "aw_mult": "taps",
                                     "aw_1x1": "taps"}
 

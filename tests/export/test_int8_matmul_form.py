@@ -66,13 +66,15 @@ def test_auto_uses_matmul_on_large_maps_only():
     assert auto_form((3, 3), 1, (None, None), 64) == "taps"
     model = large_map_model()
     plan = plan_rewrites(model, policy_for("tflite_int8"))
-    # the matmul layer is not split (it accumulates every tap in int32 already)
     assert {layer.name: plan[id(layer)][0] for layer in aw_layers(model)} == {
-        "aw_large": "matmul", "aw_small": "split"}
-    plan = plan_rewrites(model, policy_for("tflite_int8", split_residual=False))
-    assert [plan[id(layer)][0] for layer in aw_layers(model)] == ["matmul", "taps"]
+        "aw_large": "matmul", "aw_small": "taps"}
+    # with the split, the matmul layer is still not split (it accumulates every
+    # tap in int32 already)
+    plan = plan_rewrites(model, policy_for("tflite_int8", split_residual=True))
+    assert [plan[id(layer)][0] for layer in aw_layers(model)] == ["matmul", "split"]
     # asked for explicitly, the matmul form is split like the taps
-    plan = plan_rewrites(model, policy_for("tflite_int8", implementation="matmul"))
+    plan = plan_rewrites(model, policy_for("tflite_int8", implementation="matmul",
+                                           split_residual=True))
     assert [plan[id(layer)][0] for layer in aw_layers(model)] == ["split_matmul", "split_matmul"]
     plan = plan_rewrites(model, policy_for("tflite_float32"))
     assert [plan[id(layer)][0] for layer in aw_layers(model)] == ["taps", "taps"]
@@ -143,7 +145,7 @@ def test_int8_falls_back_to_taps_when_xnnpack_splits_the_matmul_form(tmp_path, m
     assert "1 AWConv2D layer(s) as 2 partition(s), not 1: exporting again with the taps" in out
     assert "runs as 2 XNNPACK partitions" in out
     assert "BATCH_MATMUL" not in tflite.list_ops(path)
-    assert "2 AWConv2D as ['split']" in out.split("exporting again")[1]
+    assert "2 AWConv2D as ['taps']" in out.split("exporting again")[1]
 
 
 def test_int8_auto_export_keeps_the_matmul_form_when_delegated(tmp_path, capsys):

@@ -104,7 +104,7 @@ def test_library_pool_with_uneven_static_bins_traces_without_einsum():
 
 
 def test_policy_table():
-    assert policy_for("tflite_int8") == ExportPolicy(True, True, True, "auto",
+    assert policy_for("tflite_int8") == ExportPolicy(True, True, False, "auto",
                                                      ("top1_agreement", 0.95))
     assert policy_for("saved_model").fold_batch_norms is False
     assert policy_for("tflite_float16").check == ("max_abs_error", 1e-2)
@@ -137,8 +137,8 @@ def test_export_model_computes_the_same_function(target):
     forms = {l.name: l.form for l in aw_layers(exported)}
     policy = policy_for(target)
     if policy.clip_blocks:
-        # seq_aw's 8x8 output, 3 input channels: the auto rule's (unsplit) matmul
-        assert forms == {"inner_pw": "clipped", "seq_aw": "matmul", "head_aw": "split"}
+        # seq_aw's 8x8 output, 3 input channels: the auto rule's matmul
+        assert forms == {"inner_pw": "clipped", "seq_aw": "matmul", "head_aw": "taps"}
     else:
         assert set(forms.values()) == {"taps"}
     absorbed = {l.name: l.absorbed_into for l in _all_layers(exported) if isinstance(l, Absorbed)}
@@ -294,7 +294,7 @@ def _run_python(code):
 def test_exported_model_round_trips_as_keras_file_in_a_fresh_process(tmp_path):
     model = branchy_nested_model()
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
-    exported = export_model(model, "tflite_int8")
+    exported = export_model(model, "tflite_int8", split_residual=True)
     path = tmp_path / "exported.keras"
     exported.save(path)
     np.save(tmp_path / "x.npy", x)
