@@ -69,6 +69,26 @@ PREPROCESSING_LAYERS = {"scale": ("rescale",), "caffe": ("rgb_to_bgr", "imagenet
                         None: ()}
 
 
+def float32_convs_on_1x1(backbone):
+    """Under a bfloat16 policy, makes the backbone's Conv2D layers whose input is 1x1
+    (P6 -> P7 at 64 px) compute in float32; returns their names. TF 2.21's CPU
+    bfloat16 kernel gradient of a 3x3 stride-2 conv on a 1x1 input is sometimes
+    non-finite (3 of 30 identical calls in a standalone check), which made
+    RetinaNet's first AdamW step NaN in 2 of 4 identical 64 px runs."""
+    changed = []
+    for layer in backbone.layers:
+        if not isinstance(layer, keras.layers.Conv2D) or layer.compute_dtype != "bfloat16":
+            continue
+        try:
+            shape = tuple(layer.input.shape)
+        except (AttributeError, ValueError):  # not called once in the graph
+            continue
+        if len(shape) == 4 and shape[1] == 1 and shape[2] == 1:
+            layer.dtype_policy = keras.dtype_policies.get("float32")
+            changed.append(layer.name)
+    return changed
+
+
 @keras.saving.register_keras_serializable(package="aw_keras")
 class CropToMatch(keras.layers.Layer):
     """Crops ``inputs[0]`` (bottom/right) to the height and width of ``inputs[1]``:

@@ -63,7 +63,7 @@ except ImportError as error:  # the optional "detection" extra
     raise ImportError("aw_keras.detection needs keras-hub: pip install 'aw_keras[detection]'.") from error
 
 from aw_keras.detection import boxes as box_ops
-from aw_keras.detection.retinanet import saved_policy
+from aw_keras.detection.saving import saved_policy
 from aw_keras.detection.roi_align import multilevel_roi_align
 
 SMOOTH_L1_BETA = 1.0 / 9.0

@@ -28,7 +28,6 @@ Example:
 >>> detector.predict(images)["boxes"]
 """
 
-import contextlib
 import math
 
 import keras
@@ -38,50 +37,10 @@ try:
 except ImportError as error:  # the optional "detection" extra
     raise ImportError("aw_keras.detection needs keras-hub: pip install 'aw_keras[detection]'.") from error
 
+from aw_keras.applications.fpn import float32_convs_on_1x1  # noqa: E402
+from aw_keras.detection.saving import saved_policy  # noqa: E402
+
 BOX_DELTA_CLIP = math.log(1000.0 / 16)
-
-
-@contextlib.contextmanager
-def saved_policy(config):
-    """The global dtype policy set to a saved detector's while it is rebuilt from
-    ``config``: the FPN backbone and the heads are rebuilt by constructors that take
-    the global policy, so a model saved under ``mixed_bfloat16`` would otherwise come
-    back float32 in a float32 process. The policy is ``config["dtype"]``, else the
-    serialized backbone's (keras-hub's RetinaNet config has no ``dtype``)."""
-    dtype = config.get("dtype")
-    backbone = config.get("backbone")
-    if dtype is None and isinstance(backbone, dict):
-        dtype = backbone.get("config", {}).get("dtype")
-    policy = keras.dtype_policies.get(dtype) if dtype is not None else None
-    previous = keras.mixed_precision.global_policy()
-    if policy is None or policy.name == previous.name:
-        yield
-        return
-    keras.mixed_precision.set_global_policy(policy.name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
-def float32_convs_on_1x1(backbone):
-    """Under a bfloat16 policy, makes the backbone's Conv2D layers whose input is 1x1
-    (P6 -> P7 at 64 px) compute in float32; returns their names. TF 2.21's CPU
-    bfloat16 kernel gradient of a 3x3 stride-2 conv on a 1x1 input is sometimes
-    non-finite (3 of 30 identical calls in a standalone check), which made
-    RetinaNet's first AdamW step NaN in 2 of 4 identical 64 px runs."""
-    changed = []
-    for layer in backbone.layers:
-        if not isinstance(layer, keras.layers.Conv2D) or layer.compute_dtype != "bfloat16":
-            continue
-        try:
-            shape = tuple(layer.input.shape)
-        except (AttributeError, ValueError):  # not called once in the graph
-            continue
-        if len(shape) == 4 and shape[1] == 1 and shape[2] == 1:
-            layer.dtype_policy = keras.dtype_policies.get("float32")
-            changed.append(layer.name)
-    return changed
 
 
 @keras.saving.register_keras_serializable(package="aw_keras")

@@ -34,6 +34,7 @@ def table_rows(text):
     ][1:]  # drop the header
 
 
+@pytest.mark.slow  # ~40 s: exports and times three MobileNets in a subprocess
 def test_export_latency_times_every_model_of_the_family_interleaved():
     out = run_script("export_latency.py", "--size", "32", "--repeats", "2",
                      "--pairs", "mobilenet", "--quantizations", "float32")
@@ -69,6 +70,7 @@ def test_layer_speed_prints_a_row_per_implementation(tmp_path):
     assert table_rows(markdown.read_text()) == rows
 
 
+@pytest.mark.slow  # ~25 s: builds and times two MobileNets in a subprocess
 def test_model_speed_prints_ratios_against_the_plain_model(tmp_path):
     output = tmp_path / "models.md"
     run_script("model_speed.py", "--repeats", "1", "--batch", "1", "--size", "32",

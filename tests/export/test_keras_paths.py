@@ -123,6 +123,7 @@ def test_tf2onnx_on_a_keras_saved_model(model, images, tmp_path):
     assert_runs_like_keras(OnnxRunner(path), model, images)
 
 
+@pytest.mark.slow  # ~40 s: four float exports; test_cli covers the command's files by default
 def test_aw_export_and_export_tflite_write_the_same_float_files(model, images, tmp_path, capsys):
     """One policy: the command's float32/float16 files are the API's (both folded)."""
     keras_file = tmp_path / "auto_model.keras"
