@@ -1,6 +1,7 @@
-"""int8 cost and error of each AWConv2D export form, one layer at a time, at ResNet50's shapes.
+"""int8 (or float32) cost and error of each AWConv2D export form, one layer at a time, at ResNet50's shapes.
 
     python benchmarks/int8_layer_forms.py [--size 224] [--repeats 40] [--stages 56,28,14,7]
+        [--quantization int8|float32]
 
 For the first 3x3 AW layer of each stage of AW-ResNet50 (at ``--size`` input,
 BatchNorm statistics from random images as in export_latency.py) it builds a
@@ -19,6 +20,10 @@ It prints, per stage, each form's median latency (ai_edge_litert, XNNPACK,
 partition count, and the relative error of its int8 output against the float
 Keras layer (``||int8 - float|| / ||float||`` over the calibration inputs). This
 is the measurement behind the ``auto`` rule of `aw_keras.export.policy`.
+
+``--quantization float32`` measures the float32 TFLite export instead (BatchNorm
+folded as its target does): the plain conv, ``taps`` and ``matmul`` (the split
+forms exist for int8 rounding only).
 """
 
 import argparse
@@ -107,7 +112,10 @@ def main(argv=None):
     parser.add_argument("--calibration", type=int, default=8, help="random calibration images")
     parser.add_argument("--stages", default=None,
                         help="comma-separated map sizes to measure (default: every stage)")
+    parser.add_argument("--quantization", choices=("int8", "float32"), default="int8")
     args = parser.parse_args(argv)
+    int8 = args.quantization == "int8"
+    forms = FORMS if int8 else {f: FORMS[f] for f in ("taps", "matmul")}
     if args.size < 32 or args.repeats < 1 or args.calibration < 1:
         parser.error(f"--size must be >= 32, --repeats and --calibration >= 1; received "
                      f"{args.size}, {args.repeats}, {args.calibration}")
@@ -129,11 +137,14 @@ def main(argv=None):
         for stage in wanted:
             layer, norm, inputs = layers[stage]
             runners, errors = {}, {}
-            for form, kwargs in [("plain", None)] + list(FORMS.items()):
+            for form, kwargs in [("plain", None)] + list(forms.items()):
                 model = one_layer_model(layer, norm, plain=kwargs is None)
                 path = os.path.join(scratch, f"{stage}_{form}.tflite")
-                export_tflite(model, path, quantization="int8", representative_data=inputs,
-                              io_dtype="float32", **(kwargs or {}))
+                if int8:
+                    export_tflite(model, path, quantization="int8", representative_data=inputs,
+                                  io_dtype="float32", **(kwargs or {}))
+                else:
+                    export_tflite(model, path, implementation=(kwargs or {}).get("implementation"))
                 runners[form] = TFLiteRunner(path, num_threads=1)
                 errors[form] = relative_error(runners[form], model, inputs)
             sample = inputs[:1]
@@ -146,11 +157,11 @@ def main(argv=None):
                 f"{f} {medians[f] / medians['plain']:.2f}x" for f in runners), flush=True)
     print()
     print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs visible. AW-ResNet50 at "
-          f"{args.size}x{args.size}, one layer (AWConv2D -> BatchNorm -> ReLU), int8 with "
-          f"float32 io, ai_edge_litert num_threads=1, batch 1, median of {args.repeats} "
+          f"{args.size}x{args.size}, one layer (AWConv2D -> BatchNorm -> ReLU), "
+          f"{'int8 with float32 io' if int8 else 'float32'}, ai_edge_litert num_threads=1, batch 1, median of {args.repeats} "
           "interleaved rounds.")
     print()
-    print("| layer input | form | latency (ms) | x plain int8 conv | XNNPACK partitions | "
+    print(f"| layer input | form | latency (ms) | x plain {args.quantization} conv | XNNPACK partitions | "
           "relative error vs float |")
     print("|---|---|---:|---:|---:|---:|")
     for shape, form, ms, ratio, partitions, error in rows:
