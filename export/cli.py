@@ -77,6 +77,10 @@ def build_parser():
     parser.add_argument("--implementation", choices=("taps", "matmul", "auto"), default=None,
                         help="form of the AWConv2D layers in the artifacts (default: each "
                              "target's policy, taps; auto, per layer by shape, for int8 TFLite)")
+    parser.add_argument("--split-residual", action=argparse.BooleanOptionalAction, default=None,
+                        help="int8 TFLite: trace residual k x k AWConv2D layers as conv + "
+                             "attention correction (default: off, the policy's choice; "
+                             "docs/export.md has what it costs and buys)")
     parser.add_argument("--verify-data", help=".npy of float32 images (N, H, W, C) for verification")
     parser.add_argument("--calibration-data", help=".npy of float32 images for int8 calibration")
     parser.add_argument("--verify-samples", type=int, default=8,
@@ -229,7 +233,8 @@ def run(args):
                 tflite_export.export_tflite(
                     model, os.path.join(out, f"{name}_{l}.tflite"), quantization=q,
                     representative_data=r, io_dtype=args.io_dtype,
-                    implementation=args.implementation)))
+                    implementation=args.implementation,
+                    split_residual=args.split_residual if q == "int8" else None)))
     if "onnx" in formats:
         attempt("onnx", lambda: onnx_export.export_onnx(
             model, os.path.join(out, f"{name}.onnx"), opset=args.opset,

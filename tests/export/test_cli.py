@@ -93,3 +93,23 @@ def test_keras_file_and_failed_check_exit_1(tmp_path, capsys, monkeypatch):
     assert code == 1
     assert "FAIL" in out and "check failed" in err
     assert os.path.isfile(tmp_path / "o" / f"{model.name}_float32.tflite")
+
+
+@pytest.mark.parametrize("flag,expected", [([], None), (["--split-residual"], True),
+                                           (["--no-split-residual"], False)])
+def test_split_residual_reaches_the_int8_tflite_export_only(flag, expected, tmp_path, capsys,
+                                                           monkeypatch):
+    from aw_keras.export import tflite
+
+    calls = {}
+
+    def record(model, path, quantization=None, **kwargs):
+        calls[quantization] = kwargs["split_residual"]
+        raise RuntimeError("not exported in this test")
+
+    monkeypatch.setattr(tflite, "export_tflite", record)
+    code, out, err = run_main(["aw_resnet_cifar", "--input-size", "32", "--classes", "10",
+                               "--formats", "tflite", "--quantization", "none,int8",
+                               "--out", str(tmp_path / "out")] + flag, capsys)
+    assert code == 1 and "not exported in this test" in err
+    assert calls == {None: None, "int8": expected}
