@@ -11,8 +11,9 @@ AW-ResNet's int8 agreement was 0.83 (max abs error 0.83); with it 0.97. The
 paper models are trained 300 steps; AW-MobileNet's int8 agreement needs the
 clipped pointwise blocks (AWConvExport form "clipped": 0.891 without, 0.953 with)
 and, with CBAM, the spatial gate without CONCATENATION (see docs/export.md). The
-slow AW-SE-ResNet50 case failed on 2026-12-03 (0.859) with every int8 form for the
-model trained that day: an open finding, docs/export.md.
+models train deterministically (conftest.py), so a failure here reproduces. The
+slow AW-SE-ResNet50 case fails (0.938 on 2026-12-03, one image short; 0.859 for an
+earlier draw, with every int8 form): an open finding, docs/export.md.
 """
 
 import os
