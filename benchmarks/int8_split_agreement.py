@@ -24,7 +24,6 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "export"))
@@ -47,17 +46,6 @@ def seed_list(text):
         raise argparse.ArgumentTypeError(f"expected seeds like 0-7 or 0,3,5, received {text!r}")
 
 
-def trained(name, steps, seed):
-    """`train_briefly` with ``seed`` in place of its fixed seed 0."""
-    set_seed = keras.utils.set_random_seed
-    keras.utils.set_random_seed = lambda _ignored: set_seed(seed)
-    try:
-        recipe._TRAINED.clear()
-        return recipe.train_briefly(name, steps)
-    finally:
-        keras.utils.set_random_seed = set_seed
-
-
 def agreement(path, images, reference):
     runner = TFLiteRunner(path)
     predicted = np.concatenate([runner(images[i : i + 1]) for i in range(len(images))]).argmax(-1)
@@ -66,7 +54,7 @@ def agreement(path, images, reference):
 
 
 def run_seed(name, steps, seed, images, labels, calibration, directory):
-    model = trained(name, steps, seed)
+    model = recipe.train_briefly(name, steps, seed=seed)
     logits = np.concatenate([np.asarray(model(images[i : i + 256], training=False))
                              for i in range(0, len(images), 256)])
     reference = logits.argmax(-1)

@@ -98,7 +98,7 @@ TARGETS = {
     "tflite_float32": ExportPolicy(fold_batch_norms=True),
     "tflite_float16": ExportPolicy(fold_batch_norms=True, check=("max_abs_error", 1e-2)),
     "tflite_dynamic_range": ExportPolicy(check=("top1_agreement", 0.95)),
-    # split_residual off: 1.32x instead of 1.53x of ResNet50's int8 latency, for
+    # split_residual off: 1.25-1.32x instead of 1.51-1.53x of ResNet50's int8 latency, for
     # -0.002 top-1 agreement on 2048 images (CIFAR AW-ResNet, 8 trainings) and
     # +-0.01 on the paper models, of both signs (docs/export.md)
     "tflite_int8": ExportPolicy(fold_batch_norms=True, clip_blocks=True, split_residual=False,

@@ -48,12 +48,12 @@ def calibration_images():
 _TRAINED = {}
 
 
-def train_briefly(name, steps, batch_size=64, **kwargs):
+def train_briefly(name, steps, batch_size=64, seed=0, **kwargs):
     """A registry model at 32x32, 10 classes, trained ``steps`` Adam steps on
     Fashion-MNIST training images. Without training the logits of a random
     model are nearly tied, and top-1 agreement after quantization measures
     noise rather than the export."""
-    key = (name, steps, tuple(sorted(kwargs.items())))
+    key = (name, steps, seed, tuple(sorted(kwargs.items())))
     if key in _TRAINED:
         return _TRAINED[key]
     import keras
@@ -61,7 +61,7 @@ def train_briefly(name, steps, batch_size=64, **kwargs):
     from aw_keras.applications import get_model
     from aw_keras.layers import AWConv2D
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     model = get_model(name, input_shape=(SIZE, SIZE, 3), classes=10, **kwargs)
     # Keras's BN momentum 0.99 leaves the moving statistics at their initial
     # values after a few dozen steps (the model then predicts one class in
