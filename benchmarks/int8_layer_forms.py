@@ -138,15 +138,15 @@ def main(argv=None):
             layer, norm, inputs = layers[stage]
             runners, errors = {}, {}
             for form, kwargs in [("plain", None)] + list(forms.items()):
-                model = one_layer_model(layer, norm, plain=kwargs is None)
+                layer_model = one_layer_model(layer, norm, plain=kwargs is None)
                 path = os.path.join(scratch, f"{stage}_{form}.tflite")
                 if int8:
-                    export_tflite(model, path, quantization="int8", representative_data=inputs,
+                    export_tflite(layer_model, path, quantization="int8", representative_data=inputs,
                                   io_dtype="float32", **(kwargs or {}))
                 else:
-                    export_tflite(model, path, implementation=(kwargs or {}).get("implementation"))
+                    export_tflite(layer_model, path, implementation=(kwargs or {}).get("implementation"))
                 runners[form] = TFLiteRunner(path, num_threads=1)
-                errors[form] = relative_error(runners[form], model, inputs)
+                errors[form] = relative_error(runners[form], layer_model, inputs)
             sample = inputs[:1]
             medians = time_interleaved({f: (lambda r=r: r(sample)) for f, r in runners.items()},
                                        repeats=args.repeats, warmup=3)
