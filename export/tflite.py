@@ -147,6 +147,12 @@ def xnnpack_partitions(interpreter):
 # Operators whose int8 output is their input's bytes: they need the same
 # quantization on both sides.
 _BYTE_COPY_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE")
+# Operators whose int8 kernels requantize into whatever output quantization
+# they are given. Any other producer (STRIDED_SLICE, PAD, GATHER, LOGISTIC...)
+# copies bytes or has a fixed output quantization, so its output cannot be
+# re-quantized alone.
+_REQUANTIZING_OPS = ("MUL", "ADD", "SUB", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
+                     "BATCH_MATMUL", "QUANTIZE")
 
 
 def symmetric_matmul_operands(model_content):
@@ -161,7 +167,9 @@ def symmetric_matmul_operands(model_content):
     127``), and so does every tensor back through byte-copying operators
     (RESHAPE...) to the operator that computes it (a MUL), which then requantizes
     into the new scale: the graph stays consistent, the operand is at most one
-    bit coarser.
+    bit coarser. An operand whose chain starts at an operator that cannot
+    requantize (a STRIDED_SLICE, say) is left as it is; `export_tflite` then
+    finds the graph split and falls back to the taps.
     """
     model, opcode_names = unpack_model(model_content)
     changed = 0
@@ -188,7 +196,8 @@ def symmetric_matmul_operands(model_content):
 
 def _byte_copy_chain(tensor, subgraph, producers, opcode_names):
     """[tensor, its byte-copy sources...] when ``tensor`` is a per-tensor int8
-    activation with a non-zero zero point computed by an operator; else None."""
+    activation with a non-zero zero point computed by a requantizing operator
+    (`_REQUANTIZING_OPS`) through byte copies only; else None."""
     from ai_edge_litert import schema_py_generated as schema
 
     def params_of(index):
@@ -206,8 +215,11 @@ def _byte_copy_chain(tensor, subgraph, producers, opcode_names):
         producer = producers.get(chain[-1])
         if producer is None:
             return None  # a graph input or a constant: nothing computes it
-        if opcode_names[producer.opcodeIndex] not in _BYTE_COPY_OPS:
+        name = opcode_names[producer.opcodeIndex]
+        if name in _REQUANTIZING_OPS:
             return chain
+        if name not in _BYTE_COPY_OPS:
+            return None
         source = producer.inputs[0]
         if params_of(source) != first:
             return None

@@ -156,3 +156,49 @@ def test_int8_auto_export_keeps_the_matmul_form_when_delegated(tmp_path, capsys)
     assert "exporting again" not in out
     assert tflite.count_ops(path)["BATCH_MATMUL"] == 1
     assert TFLiteRunner(path).partitions == 1
+
+
+def _int8_matmul_graph(slice_operand):
+    """int8 bytes of ``x (1, 6, 4) @ k`` where the runtime operand ``k`` is a MUL
+    of a constant by a per-sample positive scale (zero point -128 once
+    calibrated), reshaped to (1, 4, 3), or with ``slice_operand`` taken by a
+    STRIDED_SLICE from a larger MUL output."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    constant = tf.constant(rng.uniform(0.1, 1.0, (2, 4, 3)).astype("float32"))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 6, 4], tf.float32)])
+    def graph(x):
+        scale = 1.0 + tf.sigmoid(tf.reduce_mean(x, axis=[1, 2]))[:, None, None, None]
+        if slice_operand:
+            operand = (scale * constant[None])[:, 1]  # (1, 2, 4, 3) -> (1, 4, 3)
+        else:
+            operand = tf.reshape(scale * constant[None, 1], [1, 4, 3])
+        return tf.matmul(x, operand)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [graph.get_concrete_function()], graph)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    data = rng.random((8, 1, 6, 4)).astype("float32")
+    converter.representative_dataset = lambda: ([sample] for sample in data)
+    return converter.convert()
+
+
+def test_symmetric_operand_only_behind_a_requantizing_producer(tmp_path):
+    for slice_operand in (False, True):
+        content = _int8_matmul_graph(slice_operand)
+        path = tmp_path / f"slice_{slice_operand}.tflite"
+        path.write_bytes(content)
+        [(zero_points, _)] = runtime_matmul_operands(path)
+        assert int(zero_points[0]) != 0  # something to fix in both graphs
+        fixed, changed = tflite.symmetric_matmul_operands(content)
+        if not slice_operand:
+            # MUL -> RESHAPE -> BATCH_MATMUL: the MUL requantizes into the new scale
+            path.write_bytes(fixed)
+            assert changed == 1 and int(runtime_matmul_operands(path)[0][0][0]) == 0
+        else:
+            # MUL -> STRIDED_SLICE -> BATCH_MATMUL: the slice copies bytes, so its output
+            # alone cannot take another quantization (every value would read wrongly)
+            assert "STRIDED_SLICE" in tflite.list_ops(content)
+            assert changed == 0 and fixed == content
