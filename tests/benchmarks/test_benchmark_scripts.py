@@ -290,6 +290,31 @@ def test_int8_layer_forms_rejects_an_unknown_stage():
     assert result.returncode == 2 and "--stages: no stage with map size [5]" in result.stderr
 
 
+@pytest.mark.parametrize("quantization", [
+    "float32", pytest.param("int8", marks=pytest.mark.slow)])  # int8: +14 s, same script path
+def test_aw_form_probes_time_every_form_against_the_plain_conv(quantization):
+    out = run_script("aw_form_probes.py", "--stages", "7", "--repeats", "1",
+                     "--quantization", quantization)
+    rows = table_rows(out)
+    forms = ["plain", "taps", "matmul", "tap_matmul"]
+    assert [row[1] for row in rows] == forms + ([] if quantization == "int8" else ["runtime_filter"])
+    assert all(row[0] == "7x7x512" for row in rows) and rows[0][3] == "1.00x"
+    errors = [float(row[5]) for row in rows]
+    if quantization == "int8":  # int8 rounding, not a wrong graph
+        assert all(0 < error < 0.1 for error in errors), rows
+    else:  # every form is the same function up to float rounding
+        assert all(error < 1e-5 for error in errors), rows
+    assert f"; {quantization}, batch 1" in out
+
+
+def test_aw_form_probes_rejects_an_unknown_stage():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "aw_form_probes.py"), "--stages", "9"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert result.returncode == 2 and "expected map sizes among [7, 14, 28, 56]" in result.stderr
+
+
 @pytest.mark.slow  # ~1 min: trains a small model and exports it to int8 twice
 def test_int8_split_agreement_reports_both_forms_per_training(tmp_path):
     out_json = tmp_path / "rows.json"

@@ -48,11 +48,12 @@ def calibration_images():
 _TRAINED = {}
 
 
-def train_briefly(name, steps, batch_size=64, seed=0, **kwargs):
+def train_briefly(name, steps, batch_size=64, seed=0, cache=True, **kwargs):
     """A registry model at 32x32, 10 classes, trained ``steps`` Adam steps on
     Fashion-MNIST training images. Without training the logits of a random
     model are nearly tied, and top-1 agreement after quantization measures
-    noise rather than the export."""
+    noise rather than the export. Kept for the session (tests share it) unless
+    ``cache=False`` (a caller training many models, one at a time)."""
     key = (name, steps, seed, tuple(sorted(kwargs.items())))
     if key in _TRAINED:
         return _TRAINED[key]
@@ -84,7 +85,8 @@ def train_briefly(name, steps, batch_size=64, seed=0, **kwargs):
         metrics=["accuracy"],
     )
     model.fit(images, labels, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
-    _TRAINED[key] = model
+    if cache:
+        _TRAINED[key] = model
     return model
 
 
