@@ -13,7 +13,8 @@ clipped pointwise blocks (AWConvExport form "clipped": 0.891 without, 0.953 with
 and, with CBAM, the spatial gate without CONCATENATION (see docs/export.md). The
 models train deterministically (conftest.py), so a failure here reproduces. The
 slow AW-SE-ResNet50 case fails (0.938 on 2026-12-03, one image short; 0.859 for an
-earlier draw, with every int8 form): an open finding, docs/export.md.
+earlier draw, with every int8 form; 0.906 for the same model with the exporter before
+issue #15): the 300-step model's thin margins, an open finding, docs/export.md.
 """
 
 import os
