@@ -98,7 +98,9 @@ def test_anchors_one_size_per_level_three_ratios():
 
 # ---------------------------------------------------------------- fit / predict
 
-@pytest.mark.parametrize("prefix", ["", "aw_"])
+# plain: slow (default suite time); the plain FPN fits and predicts by default in
+# test_overfits_four_synthetic_images_plain_fpn
+@pytest.mark.parametrize("prefix", [pytest.param("", marks=pytest.mark.slow), "aw_"])
 def test_fit_step_and_predict(prefix):
     model = detector(prefix)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))

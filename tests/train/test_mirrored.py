@@ -15,7 +15,7 @@ from train_helpers import TINY_KWARGS, read_history, subprocess_env, train_comma
 
 def test_mirrored_two_replicas_kill_and_resume(tmp_path, tiny_folder):
     out = str(tmp_path / "run")
-    epochs = 8
+    epochs = 5  # killed after 2 or more: the resumed run still has epochs to add
     command = train_command(
         "aw_resnet_cifar", "--dataset", f"folder:{tiny_folder}", "--batch-size", "4",
         "--epochs", str(epochs), "--checkpoint-steps", "3", "--model-kwargs", TINY_KWARGS,
