@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the test suite in a self-made .venv.
-#   bash scripts/test.sh          default suite (excludes tests marked slow), ~22 min on 2 cores
+#   bash scripts/test.sh          default suite (excludes tests marked slow), ~20-24 min on 2 cores
 #   bash scripts/test.sh slow     only the slow tests (full-size models, long training)
 #   bash scripts/test.sh all      everything
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh default -k reference`.
