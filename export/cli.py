@@ -6,16 +6,29 @@
 Writes ``DIR/saved_model/<version>/``, ``DIR/<name>_<precision>.tflite``,
 ``DIR/<name>.onnx`` (each written to a temp path first, then moved), runs each in
 its runtime against the Keras model and writes the table to stdout and to
-``DIR/verification.md`` / ``verification.json``.
+``DIR/verification.md`` / ``verification.json``. ``<name>`` is the .keras file's
+stem (``best`` for ``best.keras``) or the registry name, unless ``--name`` is given.
+
+Class names: from ``--class-names FILE`` (one name per line, line i = label i)
+or else the ``"class_names"`` of the ``run.json`` next to the .keras file (what
+``aw-train`` writes). They must number the model's classes; they are written as
+``DIR/labels.txt`` and ``DIR/saved_model/<version>/assets.extra/labels.txt``.
+Without either source the report says so and the export goes on.
 
 Exit status: 0 all checks passed; 1 a check failed or an export failed;
-2 bad arguments (unknown model or format, missing file, unwritable --out).
+2 bad arguments (unknown model or format, missing file, a file that is not a
+.keras archive, class names that do not fit the model, unwritable --out); a
+refused command leaves nothing in --out.
 
-Verification inputs are uniform random images in [0, 1) unless
-``--verify-data FILE.npy`` is given; int8 calibration likewise uses
-``--calibration-data FILE.npy`` or random images. With a randomly initialized
-model and random inputs the quantized top-1 check is often not meaningful:
-pass real data and trained weights for that.
+Inputs: every artifact takes what the Keras model takes. Models written by
+``aw-train`` and detectors take raw images, pixel values 0-255 (float32; channels
+last, the size the model was built for) and normalise them inside the graph;
+verification and int8 calibration then use random integer pixel values 0-255. A
+model without a ``Rescaling`` / ``Normalization`` layer (e.g. a registry model)
+gets uniform random images in [0, 1) instead. ``--verify-data FILE.npy`` and
+``--calibration-data FILE.npy`` replace the random images. With a randomly
+initialized model and random inputs the quantized top-1 check is often not
+meaningful: pass real data and trained weights for that.
 
 A saved detector (``.keras`` of an `aw_keras.detection.RetinaNet`) gives
 ``DIR/saved_model/<version>/`` serving decoded detections (``images`` ->
@@ -65,6 +78,12 @@ def build_parser():
     parser.add_argument("--quantization", default="none",
                         help="TFLite variants, comma-separated: none,float16,dynamic_range,int8 (default: none)")
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
+    parser.add_argument("--name", default=None,
+                        help="base name of the artifact files (default: the .keras file's stem, "
+                             "e.g. best for best.keras, or the registry name)")
+    parser.add_argument("--class-names", metavar="FILE", default=None,
+                        help="class names, one per line (line i = label i); default: "
+                             "\"class_names\" of the run.json next to the .keras file")
     parser.add_argument("--weights", help="weights file for a registry model (model.save_weights)")
     parser.add_argument("--input-size", type=int, default=None,
                         help="square input size for a registry model (default: the builder's, 224)")
@@ -81,8 +100,10 @@ def build_parser():
                         help="int8 TFLite: trace residual k x k AWConv2D layers as conv + "
                              "attention correction (default: off, the policy's choice; "
                              "docs/export.md has what it costs and buys)")
-    parser.add_argument("--verify-data", help=".npy of float32 images (N, H, W, C) for verification")
-    parser.add_argument("--calibration-data", help=".npy of float32 images for int8 calibration")
+    parser.add_argument("--verify-data", help=".npy of images (N, H, W, C) for verification, "
+                        "as the model takes them (raw pixel values 0-255 for aw-train's models)")
+    parser.add_argument("--calibration-data", help=".npy of images for int8 calibration "
+                        "(as --verify-data)")
     parser.add_argument("--verify-samples", type=int, default=8,
                         help="random verification images when --verify-data is not given (default 8)")
     parser.add_argument("--seed", type=int, default=0)
@@ -116,6 +137,12 @@ def _check_model_argument(args):
             raise UsageError(f"model file {args.model!r} must be a .keras file saved with model.save().")
         if args.weights:
             raise UsageError("--weights applies to registry models; a .keras file carries its weights.")
+        from aw_keras.export import common
+
+        try:
+            common.check_keras_archive(args.model, "model file")
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         return
     from aw_keras import applications
 
@@ -143,7 +170,14 @@ def load_model(args):
             import aw_keras.detection  # noqa: F401  (registers RetinaNet, so detectors load)
         except ImportError:  # keras-hub (the "detection" extra) is not installed
             pass
-        return keras.saving.load_model(args.model)
+        import zipfile
+
+        try:
+            return keras.saving.load_model(args.model)
+        except (zipfile.BadZipFile, EOFError) as error:  # a damaged member of the archive
+            raise UsageError(f"model file {args.model!r} is not a valid .keras archive: "
+                             f"{error}. Save the model with model.save('name.keras') and pass "
+                             "that file.") from None
     kwargs = {}
     if args.input_size is not None:
         kwargs["input_shape"] = (args.input_size, args.input_size, args.channels)
@@ -154,7 +188,32 @@ def load_model(args):
     return applications.get_model(args.model.lower(), **kwargs)
 
 
-def _images(path, model, count, seed, scale=1.0):
+def _artifact_name(args):
+    """The base name of the artifact files: --name, the .keras file's stem, or
+    the registry name."""
+    if args.name is not None:
+        name = args.name.strip()
+        if not name or os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
+            raise UsageError(f"--name {args.name!r} is not a file name; expected a plain name "
+                             "such as best (no directory part).")
+        return name
+    if _looks_like_path(args.model):
+        return os.path.splitext(os.path.basename(args.model))[0]
+    return args.model.lower()
+
+
+def random_images(shape, count, seed, raw):
+    """``count`` random float32 images of ``shape`` (H, W, C): integer pixel
+    values 0-255 when ``raw``, else uniform in [0, 1)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if raw:
+        return rng.integers(0, 256, (count,) + tuple(shape)).astype(np.float32)
+    return rng.random((count,) + tuple(shape), dtype=np.float32)
+
+
+def _images(path, model, count, seed, raw):
     import numpy as np
 
     if path:
@@ -164,17 +223,81 @@ def _images(path, model, count, seed, scale=1.0):
             raise UsageError(f"{path!r} holds shape {images.shape}; the model takes (N,) + {expected}.")
         return images
     shape = tuple(d if d is not None else 224 for d in model.inputs[0].shape[1:])
-    return np.random.default_rng(seed).random((count,) + shape, dtype=np.float32) * np.float32(scale)
+    return random_images(shape, count, seed, raw)
+
+
+def _class_names(args, model):
+    """(names or None, a dict for the report): --class-names, else the run.json
+    next to the .keras file; checked against the model's number of classes."""
+    from aw_keras.export import labels
+
+    if args.class_names:
+        source = f"--class-names {args.class_names!r}"
+        try:
+            names = labels.read_labels(args.class_names)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    elif _looks_like_path(args.model):
+        source = f"\"class_names\" of {os.path.join(os.path.dirname(args.model), labels.RUN_FILE)!r}"
+        try:
+            names = labels.class_names_from_run(args.model)
+        except ValueError as error:
+            raise UsageError(f"{error} Pass --class-names FILE instead.") from None
+    else:
+        names = None
+    count = labels.class_count(model)
+    if names is None:
+        return None, {"source": None, "names": None, "classes": count, "passed": None,
+                      "check": "no class names given (--class-names FILE, or \"class_names\" in "
+                               "the run.json next to the .keras file): no labels.txt written"}
+    try:
+        labels.check_class_names(model, names, source)
+    except ValueError as error:
+        raise UsageError(f"{error} Pass a --class-names file with one name per class.") from None
+    check = (f"{len(names)} class names for {count} classes" if count is not None else
+             f"{len(names)} class names (the model's number of classes is unknown: not compared)")
+    return names, {"source": source, "names": names, "classes": count,
+                   "passed": True if count is not None else None, "check": check}
+
+
+def _input_report(model, inputs, given):
+    """The inputs the artifacts were verified on, for the report."""
+    from aw_keras.export import common
+
+    layers = common.preprocessing_layers(model)
+    if common.takes_raw_images(model):
+        contract = ("raw images: float32 pixel values 0-255, channels last; normalised inside "
+                    "the model" + (f" ({', '.join(layers)})" if layers else ""))
+    else:
+        contract = ("as the Keras model takes them: it has no Rescaling / Normalization layer, "
+                    "so inputs must be normalised as in training")
+    return {"contract": contract, "shape": [None] + list(inputs.shape[1:]), "dtype": "float32",
+            "min": float(inputs.min()), "max": float(inputs.max()),
+            "source": given or "random"}
 
 
 def run(args):
     formats = _parse_list(args.formats, FORMATS, "formats")
     quantizations = _parse_list(args.quantization, tuple(QUANTIZATION_NAMES), "quantization")
     _check_model_argument(args)
-    for path, what in ((args.verify_data, "verification data"), (args.calibration_data, "calibration data")):
+    for path, what in ((args.verify_data, "verification data"), (args.calibration_data, "calibration data"),
+                       (args.class_names, "class names file")):
         if path:
             _check_file(path, what)
+    _artifact_name(args)  # a bad --name is refused before anything is written
+    out = os.path.abspath(args.out)
+    created = not os.path.exists(out)
+    try:
+        return _run(args, formats, quantizations, out)
+    except BaseException:
+        # a refused (or crashed) command leaves no empty --out behind
+        if created and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
+        raise
 
+
+def _run(args, formats, quantizations, out):
+    """`run` once the arguments are checked: creates ``out``, exports, verifies."""
     from aw_keras.export import common
     from aw_keras.export import detection
     from aw_keras.export import onnx as onnx_export
@@ -185,14 +308,15 @@ def run(args):
     from aw_keras.export.verify import verify
 
     try:
-        out = common.check_writable_dir(os.path.abspath(args.out))
+        out = common.check_writable_dir(out)
     except common.ExportError as error:
         raise UsageError(str(error)) from None
 
     model = load_model(args)
-    name = model.name
+    name = _artifact_name(args)
+    class_names, labels_report = _class_names(args, model)
     if detection.is_two_stage_detector(model):
-        return _run_two_stage(args, model, formats, out)
+        return _run_two_stage(args, model, formats, out, class_names, labels_report)
     is_detector = detection.is_detector(model)
     if is_detector and "tflite" in formats:
         quantized = [q for q in quantizations if QUANTIZATION_NAMES[q] is not None]
@@ -203,9 +327,10 @@ def run(args):
                 "outputs bbox_regression, cls_logits), verified by decoding it against "
                 "detector.predict; quantized detectors have no such check. Use --quantization none."
             )
-    # a detector takes pixel values (0-255), a classifier here images in [0, 1)
-    inputs = _images(args.verify_data, model, args.verify_samples, args.seed,
-                     scale=255.0 if is_detector else 1.0)
+    # raw pixel values 0-255 for a model that normalises inside (aw-train's, detectors)
+    raw = common.takes_raw_images(model)
+    inputs = _images(args.verify_data, model, args.verify_samples, args.seed, raw)
+    common.log(f"inputs: {_input_report(model, inputs, args.verify_data)['contract']}")
     reference = detection_reference(model, inputs) if is_detector else keras_reference(model, inputs)
     artifacts, failures = [], []
 
@@ -221,14 +346,15 @@ def run(args):
     if "saved_model" in formats:
         attempt("saved_model", lambda: sm_export.export_saved_model(
             model, os.path.join(out, "saved_model"), version=args.version,
-            implementation=args.implementation, overwrite=args.version is not None))
+            implementation=args.implementation, overwrite=args.version is not None,
+            class_names=class_names))
     if "tflite" in formats:
         for q in quantizations:
             quantization = QUANTIZATION_NAMES[q]
             label = quantization or "float32"
             representative = None
             if quantization == "int8":
-                representative = _images(args.calibration_data, model, 32, args.seed + 1)
+                representative = _images(args.calibration_data, model, 32, args.seed + 1, raw)
             attempt(f"tflite {label}", lambda q=quantization, r=representative, l=label: (
                 tflite_export.export_tflite(
                     model, os.path.join(out, f"{name}_{l}.tflite"), quantization=q,
@@ -254,16 +380,34 @@ def run(args):
             results.append(verify(path, model, inputs, reference=reference))
         except Exception as error:
             failures.append(f"verify {path}: {error}")
-    write_report(out, results, failures)
+    _write_labels(out, class_names, artifacts, labels_report, failures)
+    write_report(out, results, failures, labels=labels_report,
+                 inputs=_input_report(model, inputs, args.verify_data))
     failed = [r for r in results if not r.passed]
     for r in failed:
         print(f"aw-export: check failed for {r.path}: {r.check}", file=sys.stderr)
     return 1 if failed or failures else 0
 
 
-def _run_two_stage(args, model, formats, out):
+def _write_labels(out, class_names, artifacts, labels_report, failures):
+    """``out/labels.txt`` next to the artifacts, when there are names and artifacts."""
+    from aw_keras.export import labels
+
+    if class_names is None or not artifacts:
+        return
+    try:
+        labels_report["path"] = labels.write_labels(os.path.join(out, labels.LABELS_FILE),
+                                                    class_names)
+    except Exception as error:
+        labels_report["passed"] = False
+        failures.append(f"labels: {error}")
+        print(f"aw-export: labels failed: {error}", file=sys.stderr)
+
+
+def _run_two_stage(args, model, formats, out, class_names, labels_report):
     """aw-export of a two-stage detector (FasterRCNN): the SavedModel only."""
     import numpy as np
+
 
     from aw_keras.export import common
     from aw_keras.export import detection
@@ -284,41 +428,60 @@ def _run_two_stage(args, model, formats, out):
             raise UsageError(f"{args.verify_data!r} holds shape {inputs.shape}; the model takes "
                              f"(N,) + {shape}.")
     else:
-        inputs = np.random.default_rng(args.seed).random(
-            (args.verify_samples,) + shape, dtype=np.float32) * np.float32(255.0)
+        inputs = random_images(shape, args.verify_samples, args.seed, raw=True)
     predicted = model.predict(inputs, batch_size=4, verbose=0)
     reference = {key: np.asarray(predicted[key]) for key in detection.PREDICT_KEYS}
-    results, failures = [], []
+    results, failures, artifacts = [], [], []
     try:
         path = detection.export_two_stage_saved_model(
             model, os.path.join(out, "saved_model"), version=args.version,
-            overwrite=args.version is not None)
+            overwrite=args.version is not None, class_names=class_names)
+        artifacts.append(path)
         results.append(detection.verify_two_stage_saved_model(path, model, inputs,
                                                               reference=reference))
     except Exception as error:  # report it, exit 1
         failures.append(f"saved_model: {error}")
         print(f"aw-export: saved_model failed: {error}", file=sys.stderr)
-    write_report(out, results, failures)
+    _write_labels(out, class_names, artifacts, labels_report, failures)
+    write_report(out, results, failures, labels=labels_report,
+                 inputs=_input_report(model, inputs, args.verify_data))
     failed = [r for r in results if not r.passed]
     for r in failed:
         print(f"aw-export: check failed for {r.path}: {r.check}", file=sys.stderr)
     return 1 if failed or failures else 0
 
 
-def write_report(out, results, failures):
-    """Prints the verification table and writes verification.md / .json atomically."""
+def write_report(out, results, failures, labels=None, inputs=None):
+    """Prints the verification table and writes verification.md / .json
+    atomically (standard JSON: a NaN, e.g. a latency not measured, is null).
+    ``labels`` / ``inputs``: the class-name check and the verification inputs,
+    reported under the table and as keys of the JSON."""
     from aw_keras.export import common
     from aw_keras.export.verify import format_table
 
     table = format_table(results)
-    print(table)
+    notes = []
+    if inputs is not None:
+        notes.append(f"inputs: {inputs['contract']}; verified on {inputs['source']} images, "
+                     f"values {inputs['min']:g}..{inputs['max']:g}")
+    if labels is not None:
+        verdict = {True: "PASS", False: "FAIL", None: "not checked"}[labels["passed"]]
+        notes.append(f"class names: {labels['check']}"
+                     + (f" (from {labels['source']})" if labels["source"] else "")
+                     + f": {verdict}")
+    text = "\n\n".join([table] + notes)
+    print(text)
     with common.atomic_path(os.path.join(out, "verification.md")) as temp:
         with open(temp, "w") as handle:
-            handle.write(table + "\n")
+            handle.write(text + "\n")
+    report = {"results": [r.as_dict() for r in results], "failures": failures}
+    if inputs is not None:
+        report["inputs"] = inputs
+    if labels is not None:
+        report["labels"] = labels
     with common.atomic_path(os.path.join(out, "verification.json")) as temp:
         with open(temp, "w") as handle:
-            json.dump({"results": [r.as_dict() for r in results], "failures": failures}, handle,
-                      indent=2)
+            json.dump(common.json_safe(report), handle, indent=2, allow_nan=False)
 
 
 def main(argv=None):

@@ -9,9 +9,11 @@ Example:
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 import tempfile
+import zipfile
 
 import keras
 import tensorflow as tf
@@ -20,6 +22,56 @@ logger = logging.getLogger("aw_keras.export")
 
 class ExportError(RuntimeError):
     """An artifact could not be produced or failed a check; the message says why."""
+
+
+def check_keras_archive(path, what="model file"):
+    """Checks that ``path`` is a Keras 3 ``.keras`` archive; returns ``path``.
+
+    Raises ValueError naming the file and what is wrong with it when it is
+    missing, not a zip file (truncated, partly copied, or another format) or a
+    zip without the archive's ``config.json``, before Keras's loader reports
+    such a file as "File not found". ``what`` names the file in the message
+    (e.g. ``"--init-from file"``).
+
+    >>> check_keras_archive("runs/x/best.keras")                   # doctest: +SKIP
+    'runs/x/best.keras'
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} {path!r} does not exist (or is not a file).")
+    advice = "Save the model with model.save('name.keras') and pass that file."
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{what} {path!r} is not a valid .keras archive: it is not a zip file "
+            f"({os.path.getsize(path)} bytes; truncated, partly copied, or another format). "
+            f"{advice}"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ValueError(f"{what} {path!r} is not a valid .keras archive: {error}. {advice}") from None
+    if "config.json" not in names:
+        raise ValueError(
+            f"{what} {path!r} is not a valid .keras archive: the zip file holds no config.json "
+            f"(it holds {sorted(names)[:5]}{' ...' if len(names) > 5 else ''}). {advice}"
+        )
+    return path
+
+
+def json_safe(value):
+    """``value`` with every NaN / infinite float replaced by None (JSON's
+    ``null``), through dicts, lists and tuples, so ``json.dump(...,
+    allow_nan=False)`` writes standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a NumPy scalar
+        return json_safe(value.item())
+    return value
 
 
 def log(message):
@@ -40,6 +92,29 @@ def output_name(model):
     if isinstance(last, keras.layers.Softmax):
         return "probabilities"
     return "logits"
+
+
+def preprocessing_layers(model):
+    """The names of the ``Rescaling`` / ``Normalization`` layers of ``model``
+    (nested models included): the layers through which a model normalises raw
+    images itself."""
+    found, stack = [], list(getattr(model, "layers", None) or [])
+    while stack:
+        layer = stack.pop(0)
+        if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
+            found.append(layer.name)
+        stack.extend(getattr(layer, "layers", None) or [])
+    return found
+
+
+def takes_raw_images(model):
+    """True when ``model`` takes raw pixel values 0-255: a detector, or a model
+    that normalises its input itself (`preprocessing_layers`), as every model
+    ``aw-train`` writes does."""
+    from aw_keras.export import detection
+
+    return bool(detection.is_detector(model) or detection.is_two_stage_detector(model)
+                or preprocessing_layers(model))
 
 
 def image_spec(model, batch=None, name="images", dtype=tf.float32):

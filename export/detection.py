@@ -482,7 +482,7 @@ def two_stage_serving_function(model):
     return tf.function(serve)
 
 
-def export_two_stage_saved_model(model, path, version=None, overwrite=False):
+def export_two_stage_saved_model(model, path, version=None, overwrite=False, class_names=None):
     """Exports a two-stage detector as ``path/<version>/`` for TF Serving.
 
     The ``serving_default`` signature is RetinaNet's (`export_saved_model` of a
@@ -492,6 +492,8 @@ def export_two_stage_saved_model(model, path, version=None, overwrite=False):
     ``num_detections`` int32 (B,); rows past ``num_detections`` are -1. The
     model's own graph is traced as it is (AWConv2D layers are not rewritten to
     their export form: the model is subclassed, not functional).
+    ``class_names`` (optional, one per class, checked) are written as
+    ``<version>/assets.extra/labels.txt`` (line i = the name of label i).
 
     Returns:
         The version directory written.
@@ -501,6 +503,10 @@ def export_two_stage_saved_model(model, path, version=None, overwrite=False):
     if not is_two_stage_detector(model):
         raise TypeError("`model` must be an aw_keras.detection.FasterRCNN, received "
                         f"{type(model).__name__}.")
+    from aw_keras.export import labels
+
+    if class_names is not None:
+        labels.check_class_names(model, class_names, "`class_names`")
     image_shape = tuple(model.image_shape)
     target = version_directory(path, version, overwrite)
     archive = keras.export.ExportArchive()
@@ -510,6 +516,8 @@ def export_two_stage_saved_model(model, path, version=None, overwrite=False):
         input_signature=[tf.TensorSpec((None,) + image_shape, tf.float32, name="images")])
     with common.atomic_path(target) as temp:
         archive.write_out(temp, verbose=False)
+        if class_names is not None:
+            labels.write_saved_model_labels(temp, class_names)
     common.log(f"wrote SavedModel {target}")
     return target
 
@@ -566,4 +574,4 @@ def verify_two_stage_saved_model(path, model, inputs, reference=None, batch_size
         latency_ms=latency,
         check=(f"detections vs predict: max(|scores|, |boxes|/{side:g}) = {error:.3g} <= "
                f"{tolerance:g}, {details['images_matching']}/{len(inputs)} images matching"),
-        passed=passed, detection=details)
+        passed=passed, runtime="tf.saved_model.load", detection=details)

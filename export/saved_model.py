@@ -1,13 +1,18 @@
 """SavedModel export in the layout TF Serving loads: ``path/<version>/``.
 
 The ``serving_default`` signature maps ``images`` (float32, dynamic batch) to
-``probabilities`` (the model ends in a softmax) or ``logits``. Optional:
+``probabilities`` (the model ends in a softmax) or ``logits``. ``images`` are
+what the Keras model takes: for a model written by ``aw-train``, raw pixel values
+0-255 (channels last, the run's image size), normalised inside the model.
+Optional:
 
 - ``preprocessing=ImagePreprocessing(...)`` (or ``"raw"``): the signature takes
   raw ``uint8`` images of any size instead, resizes them (bilinear) to the
   model's input size and scales them inside the graph;
 - ``attention_signature=True``: a second signature ``attention_maps`` returning
-  every AWConv2D's attention maps ``A`` (N, kh, kw, C1, C2), keyed by layer name.
+  every AWConv2D's attention maps ``A`` (N, kh, kw, C1, C2), keyed by layer name;
+- ``class_names=[...]``: written as ``<version>/assets.extra/labels.txt`` (line
+  i = the name of label i; `aw_keras.export.labels`).
 
 Example:
 
@@ -157,6 +162,7 @@ def export_saved_model(
     output_key=None,
     implementation=None,
     overwrite=False,
+    class_names=None,
 ):
     """Exports ``model`` as ``path/<version>/`` for TF Serving.
 
@@ -173,22 +179,29 @@ def export_saved_model(
             else ``"logits"``.
         implementation: AWConv2D strategy to trace with (see `common.exportable`).
         overwrite: replace an existing version directory (atomically).
+        class_names: optional list, the name of each label (one per class of
+            the model, checked); written as ``assets.extra/labels.txt`` in the
+            version directory.
 
     Returns:
         The version directory written.
     """
     from aw_keras.export import detection
+    from aw_keras.export import labels
 
+    if class_names is not None:
+        labels.check_class_names(model, class_names, "`class_names`")
     if detection.is_two_stage_detector(model):
         # a subclassed detector whose call already decodes: traced as it is
         given = {"preprocessing": preprocessing, "attention_signature": attention_signature,
                  "output_key": output_key, "implementation": implementation}
         unsupported = [name for name, value in given.items() if value not in (None, False)]
         if unsupported:
-            raise TypeError(f"{type(model).__name__} SavedModels take only `version` and "
-                            f"`overwrite`; received {unsupported}.")
+            raise TypeError(f"{type(model).__name__} SavedModels take only `version`, "
+                            f"`overwrite` and `class_names`; received {unsupported}.")
         return detection.export_two_stage_saved_model(model, path, version=version,
-                                                       overwrite=overwrite)
+                                                       overwrite=overwrite,
+                                                       class_names=class_names)
     target = version_directory(path, version, overwrite)
     exported = export_model(model, "saved_model", implementation=implementation)
     with common.atomic_path(target) as temp:
@@ -199,5 +212,7 @@ def export_saved_model(
             attention_signature=attention_signature,
             output_key=output_key,
         )
+        if class_names is not None:
+            labels.write_saved_model_labels(temp, class_names)
     common.log(f"wrote SavedModel {target}")
     return target
