@@ -55,8 +55,8 @@ def test_main_job_compares_exports_then_compares_detectors(steps, tmp_path):
     assert out == str(tmp_path / "detection")
     assert models == ["resnet_small_fpn", "aw_resnet_small_fpn"] and seeds == [0, 1, 2]
     assert train_args[train_args.index("--epochs") + 1] == "3"
-    assert json.loads(train_args[train_args.index("--detector-kwargs") + 1]) == {
-        "pre_logits_num_conv_layers": 1, "anchor_size": 2}
+    assert train_args[train_args.index("--detector") + 1] == "faster_rcnn"
+    assert json.loads(train_args[train_args.index("--detector-kwargs") + 1])["anchor_size"] == 4
 
 
 def test_skip_detection_and_export(steps, tmp_path):
