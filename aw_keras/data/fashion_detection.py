@@ -29,10 +29,7 @@ them (the Debian package ``dataset-fashion-mnist`` puts them in
 
 import json
 import os
-import shutil
 import struct
-import time
-import uuid
 import zlib
 
 import numpy as np
@@ -40,10 +37,11 @@ import numpy as np
 from aw_keras.data.sources import FASHION_MNIST_CLASSES
 from aw_keras.data.sources import DataError
 from aw_keras.data.sources import load_fashion_mnist
+from aw_keras.utils import cache
 
 # Bump when the generated pixels or annotations change, so caches are rebuilt.
 GENERATOR_VERSION = 1
-CACHE_ENV = "AW_KERAS_CACHE_DIR"
+CACHE_ENV = cache.CACHE_ENV
 CATEGORIES = tuple({"id": i + 1, "name": name, "supercategory": "fashion"}
                    for i, name in enumerate(FASHION_MNIST_CLASSES))
 # A resized Fashion-MNIST pixel belongs to the object when it is above this value.
@@ -51,17 +49,13 @@ MASK_THRESHOLD = 16
 # A pasted object may hide at most this fraction of an earlier object's pixels.
 MAX_HIDDEN_FRACTION = 0.4
 PLACEMENT_ATTEMPTS = 20
-STALE_TEMP_SECONDS = 24 * 3600
 _SPLITS = (("train", "train", 0), ("val", "test", 1))  # (split, Fashion-MNIST split, stream)
 
 
 def default_cache_dir():
     """``$AW_KERAS_CACHE_DIR/fashion_detection``, else
     ``$XDG_CACHE_HOME/aw_keras/fashion_detection`` (``~/.cache`` when unset)."""
-    if os.environ.get(CACHE_ENV):
-        return os.path.join(os.environ[CACHE_ENV], "fashion_detection")
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "aw_keras", "fashion_detection")
+    return os.path.join(cache.cache_root(), "fashion_detection")
 
 
 def _object_sizes(object_sizes, image_size):
@@ -206,9 +200,44 @@ def _write_split(root, split, images, labels, count, rng, image_size, object_siz
         json.dump(content, handle, sort_keys=True, separators=(",", ":"))
 
 
-def _is_complete(directory):
+def _has_splits(directory):
     return all(os.path.isfile(os.path.join(directory, "annotations", f"instances_{s}.json"))
                and os.path.isdir(os.path.join(directory, s)) for s, _, _ in _SPLITS)
+
+
+def _complete_check(key):
+    """Complete: the cache marker for ``key``, or (a set written before markers
+    existed, always by an atomic rename) no marker and both splits present."""
+    def check(directory):
+        if cache.is_complete(directory, key):
+            return True
+        return (os.path.isdir(directory) and _has_splits(directory)
+                and not os.path.exists(os.path.join(directory, cache.MARKER)))
+    return check
+
+
+def _write(directory, train_images, val_images, image_size, seed, object_sizes,
+           max_objects, fashion_mnist_dir):
+    """Generate the set into ``directory`` through `aw_keras.utils.cache`
+    (locked, built in a temporary sibling, renamed when complete)."""
+    info = {"description": "Fashion-MNIST objects on textured canvases (aw_keras)",
+            "generator_version": GENERATOR_VERSION, "seed": seed,
+            "image_size": image_size, "object_sizes": list(object_sizes),
+            "max_objects": max_objects}
+    counts = {"train": train_images, "val": val_images}
+    key = dict(info, train_images=train_images, val_images=val_images)
+    del key["description"]
+
+    def build(temp):
+        source = load_fashion_mnist(fashion_mnist_dir)
+        os.makedirs(temp)
+        for split, source_split, stream in _SPLITS:
+            part = source.split(source_split)
+            rng = np.random.default_rng([seed, stream])
+            _write_split(temp, split, part.images, part.labels, counts[split], rng,
+                         image_size, object_sizes, max_objects, info)
+
+    return cache.get_or_build(directory, build, key=key, complete_check=_complete_check(key))
 
 
 def write_fashion_detection(directory, train_images=512, val_images=128, image_size=128,
@@ -223,8 +252,9 @@ def write_fashion_detection(directory, train_images=512, val_images=128, image_s
     canvases, in proportion for other sizes). ``fashion_mnist_dir``: where
     the Fashion-MNIST files are (default: found as `load_fashion_mnist` finds
     them). The files are written into a temporary sibling directory that is
-    renamed to ``directory`` at the end, so ``directory`` only ever appears
-    complete.
+    renamed to ``directory`` when complete (`aw_keras.utils.cache.get_or_build`),
+    so ``directory`` only ever appears complete, and processes that write the
+    same set into the same ``directory`` at once all return it, written once.
     """
     object_sizes = _object_sizes(object_sizes, image_size)
     _check_arguments(train_images, val_images, image_size, seed, object_sizes, max_objects)
@@ -234,49 +264,12 @@ def write_fashion_detection(directory, train_images=512, val_images=128, image_s
                         "choose a new directory or delete it.")
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise DataError(f"`directory` {directory!r} exists and is not a directory.")
-    source = load_fashion_mnist(fashion_mnist_dir)
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    temp = os.path.join(parent, f".{os.path.basename(directory)}.tmp-{os.getpid()}-"
-                                f"{uuid.uuid4().hex[:8]}")
-    info = {"description": "Fashion-MNIST objects on textured canvases (aw_keras)",
-            "generator_version": GENERATOR_VERSION, "seed": seed,
-            "image_size": image_size, "object_sizes": list(object_sizes),
-            "max_objects": max_objects}
-    counts = {"train": train_images, "val": val_images}
     try:
-        os.makedirs(temp)
-        for split, source_split, stream in _SPLITS:
-            part = source.split(source_split)
-            rng = np.random.default_rng([seed, stream])
-            _write_split(temp, split, part.images, part.labels, counts[split], rng,
-                         image_size, object_sizes, max_objects, info)
-        if os.path.isdir(directory):
-            os.rmdir(directory)  # empty (checked above)
-        try:
-            os.rename(temp, directory)
-        except OSError:
-            if _is_complete(directory):  # another process finished the same set first
-                return directory
-            raise
-    finally:
-        if os.path.isdir(temp):
-            shutil.rmtree(temp, ignore_errors=True)
-    return directory
-
-
-def _remove_stale_temps(cache_dir, name):
-    """Remove temporary directories of ``name`` left for a day by killed runs."""
-    prefix = f".{name}.tmp-"
-    now = time.time()
-    for entry in os.listdir(cache_dir):
-        path = os.path.join(cache_dir, entry)
-        if entry.startswith(prefix) and os.path.isdir(path):
-            try:
-                if now - os.path.getmtime(path) > STALE_TEMP_SECONDS:
-                    shutil.rmtree(path, ignore_errors=True)
-            except OSError:
-                pass
+        return _write(directory, train_images, val_images, image_size, seed, object_sizes,
+                      max_objects, fashion_mnist_dir)
+    except cache.CacheEntryError as error:  # another process wrote something else there
+        raise DataError(f"`directory` {directory!r} already exists and is not empty; "
+                        "choose a new directory or delete it.") from error
 
 
 def fashion_detection_dir(seed=0, train_images=512, val_images=128, image_size=128,
@@ -287,7 +280,9 @@ def fashion_detection_dir(seed=0, train_images=512, val_images=128, image_size=1
     ``cache_dir`` defaulting to `default_cache_dir` (``$AW_KERAS_CACHE_DIR`` moves
     it). A directory of that name exists only complete (see
     `write_fashion_detection`), so a generation that was interrupted is
-    redone, never read.
+    redone, never read. Any number of processes may ask for the same set at
+    once: one generates it, the others wait for it and return the same
+    directory (`aw_keras.utils.cache`).
     """
     _check_arguments(train_images, val_images, image_size, seed,
                      _object_sizes(None, image_size), 4)
@@ -295,13 +290,9 @@ def fashion_detection_dir(seed=0, train_images=512, val_images=128, image_size=1
     name = (f"v{GENERATOR_VERSION}-seed{seed}-train{train_images}-val{val_images}"
             f"-size{image_size}")
     directory = os.path.join(cache_dir, name)
-    if _is_complete(directory):
-        return directory
-    if os.path.exists(directory) and (not os.path.isdir(directory) or os.listdir(directory)):
+    try:
+        return _write(directory, train_images, val_images, image_size, seed,
+                      _object_sizes(None, image_size), 4, fashion_mnist_dir)
+    except cache.CacheEntryError as error:
         raise DataError(f"The cache entry {directory!r} is incomplete (it was not written "
-                        "by aw_keras); delete it and call again.")
-    os.makedirs(cache_dir, exist_ok=True)
-    _remove_stale_temps(cache_dir, name)
-    return write_fashion_detection(directory, train_images=train_images,
-                                   val_images=val_images, image_size=image_size, seed=seed,
-                                   fashion_mnist_dir=fashion_mnist_dir)
+                        "by aw_keras); delete it and call again.") from error

@@ -4,6 +4,11 @@ reason, when they are not installed."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +17,7 @@ from aw_keras.data import DataError
 from aw_keras.data import coco
 from aw_keras.data import fashion_detection
 from aw_keras.data import sources
+from aw_keras.utils import cache
 
 SMALL = dict(train_images=10, val_images=6, image_size=64)
 
@@ -42,7 +48,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(fashion, tmp_path):
     other = fashion_detection.write_fashion_detection(tmp_path / "c", seed=1, **SMALL)
     files = _files(first)
     assert sorted(files) == sorted(
-        ["annotations/instances_train.json", "annotations/instances_val.json"]
+        ["annotations/instances_train.json", "annotations/instances_val.json", cache.MARKER]
         + [f"train/{i:06d}.png" for i in range(10)] + [f"val/{i:06d}.png" for i in range(6)])
     assert files == _files(again)
     other_files = _files(other)
@@ -103,10 +109,12 @@ def test_coco_loader_reads_the_generated_set(fashion, tmp_path):
 
 def test_cache_is_atomic_and_reused(fashion, tmp_path, monkeypatch):
     monkeypatch.setenv("AW_KERAS_CACHE_DIR", str(tmp_path))
-    cache = tmp_path / "fashion_detection"
+    cache_dir = tmp_path / "fashion_detection"
     name = "v1-seed0-train10-val6-size64"
     # What a killed generation leaves: a temporary directory with part of a set.
-    leftover = cache / f".{name}.tmp-999-deadbeef"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = cache_dir / f".{name}.tmp-{dead.pid}-deadbeef"
     (leftover / "annotations").mkdir(parents=True)
     (leftover / "annotations" / "instances_train.json").write_text("{}")
 
@@ -121,11 +129,12 @@ def test_cache_is_atomic_and_reused(fashion, tmp_path, monkeypatch):
     monkeypatch.setattr(fashion_detection, "_write_split", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fashion_detection.fashion_detection_dir(seed=0, **SMALL)
-    assert sorted(os.listdir(cache)) == [leftover.name]
+    # Neither the interrupted set nor the dead writer's leftover remains; the lock stays.
+    assert sorted(os.listdir(cache_dir)) == [f".{name}.lock"]
     monkeypatch.setattr(fashion_detection, "_write_split", real_write_split)
 
     directory = fashion_detection.fashion_detection_dir(seed=0, **SMALL)
-    assert directory == str(cache / name)
+    assert directory == str(cache_dir / name)
     assert len(coco.load_coco(directory, "train").images) == 10
     stamp = os.path.getmtime(os.path.join(directory, "annotations", "instances_val.json"))
 
@@ -170,14 +179,92 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
         tmp_path / "xdg" / "aw_keras" / "fashion_detection")
 
 
-def test_only_day_old_temporary_directories_are_cleaned_up(tmp_path):
-    name = "v1-seed0-train10-val6-size64"
-    old, recent = tmp_path / f".{name}.tmp-1-aaaa", tmp_path / f".{name}.tmp-2-bbbb"
-    other = tmp_path / ".v1-seed1-train10-val6-size64.tmp-3-cccc"
-    for path in (old, recent, other):
-        path.mkdir()
-    two_days_ago = os.path.getmtime(old) - 2 * 24 * 3600
-    os.utime(old, (two_days_ago, two_days_ago))
-    os.utime(other, (two_days_ago, two_days_ago))
-    fashion_detection._remove_stale_temps(str(tmp_path), name)
-    assert sorted(os.listdir(tmp_path)) == sorted([recent.name, other.name])
+def test_a_set_written_before_markers_existed_is_reused(fashion, tmp_path, monkeypatch):
+    directory = fashion_detection.fashion_detection_dir(seed=0, cache_dir=str(tmp_path),
+                                                        **SMALL)
+    os.remove(os.path.join(directory, cache.MARKER))
+
+    def must_not_generate(*args, **kwargs):
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(fashion_detection, "_write_split", must_not_generate)
+    assert fashion_detection.fashion_detection_dir(seed=0, cache_dir=str(tmp_path),
+                                                   **SMALL) == directory
+
+
+# Worker processes import aw_keras.data.fashion_detection without the package
+# __init__ files (which import TensorFlow), so three start in about a second.
+# argv: repository root, go file, "kill" to stop for good before the val split.
+WORKER = textwrap.dedent("""
+    import json, os, sys, time, types
+    root, go, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    for name in ("aw_keras", "aw_keras.data"):
+        package = types.ModuleType(name)
+        package.__path__ = [os.path.join(root, *name.split("."))]
+        sys.modules[name] = package
+    from aw_keras.data import fashion_detection
+    if mode == "kill":
+        write_split = fashion_detection._write_split
+        def stalled(temp, split, *args):
+            if split == "val":
+                time.sleep(120)
+            return write_split(temp, split, *args)
+        fashion_detection._write_split = stalled
+    while not os.path.exists(go):
+        time.sleep(0.005)
+    path = fashion_detection.fashion_detection_dir(seed=0, train_images=8, val_images=4,
+                                                   image_size=64)
+    print(json.dumps(path))
+""")
+TINY = dict(train_images=8, val_images=4, image_size=64)
+TINY_NAME = "v1-seed0-train8-val4-size64"
+
+
+def _start_workers(tmp_path, mode, count):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, AW_KERAS_CACHE_DIR=str(tmp_path / "cache"))
+    return [subprocess.Popen([sys.executable, "-c", WORKER, root, str(tmp_path / "go"), mode],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for _ in range(count)]
+
+
+def _leftovers(directory):
+    return [entry for entry in os.listdir(directory) if ".tmp-" in entry]
+
+
+def test_three_processes_generating_the_set_at_once_all_get_it(fashion, tmp_path):
+    workers = _start_workers(tmp_path, "run", 3)
+    (tmp_path / "go").write_text("")
+    paths = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err[-3000:]
+        paths.append(json.loads(out.strip().splitlines()[-1]))
+    cache_dir = tmp_path / "cache" / "fashion_detection"
+    assert paths == [str(cache_dir / TINY_NAME)] * 3
+    assert _leftovers(cache_dir) == []
+    assert len(coco.load_coco(paths[0], "train").images) == 8
+    assert len(coco.load_coco(paths[0], "val").images) == 4
+
+
+def test_generation_killed_then_a_normal_run_rebuilds(fashion, tmp_path, monkeypatch):
+    (tmp_path / "go").write_text("")
+    [worker] = _start_workers(tmp_path, "kill", 1)
+    cache_dir = tmp_path / "cache" / "fashion_detection"
+    deadline = time.time() + 60
+    while not (cache_dir.is_dir() and any(
+            (cache_dir / t / "annotations" / "instances_train.json").exists()
+            for t in _leftovers(cache_dir))):
+        assert worker.poll() is None, worker.communicate()[1][-3000:]
+        assert time.time() < deadline, "the worker never wrote the train split"
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    assert not (cache_dir / TINY_NAME).exists()
+
+    monkeypatch.setenv("AW_KERAS_CACHE_DIR", str(tmp_path / "cache"))
+    directory = fashion_detection.fashion_detection_dir(seed=0, **TINY)
+    assert directory == str(cache_dir / TINY_NAME)
+    assert len(coco.load_coco(directory, "train").images) == 8
+    assert len(coco.load_coco(directory, "val").images) == 4
+    assert _leftovers(cache_dir) == []
