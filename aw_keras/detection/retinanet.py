@@ -28,6 +28,8 @@ Example:
 >>> detector.predict(images)["boxes"]
 """
 
+import difflib
+import inspect
 import math
 
 import keras
@@ -41,6 +43,37 @@ from aw_keras.applications.fpn import float32_convs_on_1x1  # noqa: E402
 from aw_keras.detection.saving import saved_policy  # noqa: E402
 
 BOX_DELTA_CLIP = math.log(1000.0 / 16)
+# keyword arguments keras-hub's detector takes through ``**kwargs`` (its base classes:
+# keras_hub's Task takes ``compile``, Keras's Functional ``name`` and ``trainable``)
+_BASE_KEYWORDS = ("name", "trainable", "compile")
+
+
+def accepted_keywords():
+    """The keyword arguments `RetinaNet` accepts, sorted."""
+    names = set(_BASE_KEYWORDS)
+    for function in (RetinaNet.__init__, keras_hub.models.RetinaNetObjectDetector.__init__):
+        names.update(name for name, parameter in inspect.signature(function).parameters.items()
+                     if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD,
+                                           parameter.KEYWORD_ONLY))
+    names.discard("self")
+    return sorted(names)
+
+
+def _check_keywords(kwargs):
+    """TypeError naming the keyword arguments of ``kwargs`` that `RetinaNet` does not take."""
+    accepted = accepted_keywords()
+    unknown = sorted(key for key in kwargs if key not in accepted)
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, accepted, n=1)
+        if close:
+            hints.append(f"{key!r}: did you mean {close[0]!r}?")
+    raise TypeError(
+        f"RetinaNet got unknown keyword argument(s) {unknown}"
+        + (f" ({'; '.join(hints)})" if hints else "")
+        + f". Accepted: {', '.join(accepted)}.")
 
 
 @keras.saving.register_keras_serializable(package="aw_keras")
@@ -59,6 +92,9 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
             images). Ignored when an ``anchor_generator`` is given.
         confidence_threshold, iou_threshold, max_detections: the NMS decoder's
             settings, used when no ``prediction_decoder`` is given.
+
+    Any other keyword argument is a ``TypeError`` that names it and lists the
+    accepted ones (keras-hub's detector would ignore it silently).
     """
 
     def __init__(
@@ -75,6 +111,7 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
         prediction_decoder=None,
         **kwargs,
     ):
+        _check_keywords(kwargs)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"`num_classes` must be a positive int, received {num_classes!r}.")
         if not 0.0 < classification_head_prior_probability < 1.0:

@@ -118,6 +118,20 @@ def test_bad_arguments():
             RetinaNet(backbone, num_classes=2, anchor_size=bad)
 
 
+def test_unknown_keyword_arguments_are_refused():
+    backbone = applications.get_model("resnet_small_fpn", input_shape=(SIZE, SIZE, 3),
+                                      fpn_channels=16)
+    with pytest.raises(TypeError) as error:
+        RetinaNet(backbone, num_classes=2, anchr_size=2)
+    message = str(error.value)
+    assert "'anchr_size'" in message and "did you mean 'anchor_size'" in message, message
+    assert "pre_logits_num_conv_layers" in message  # the accepted ones are listed
+    # keras-hub's own arguments and the base classes' still pass
+    model = RetinaNet(backbone, num_classes=2, pre_logits_num_conv_layers=1, name="det",
+                      compile=False)
+    assert model.name == "det" and model.pre_logits_num_conv_layers == 1
+
+
 def square_anchor_sides(model, level):
     """Sides of the square anchors of ``level``, smallest first (xyxy anchors)."""
     anchors = keras.ops.convert_to_numpy(model.anchor_generator(batch()[0])[level])
