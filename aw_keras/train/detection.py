@@ -85,16 +85,26 @@ def _detection_source(config):
     else:
         raise UsageError(f"`dataset` {spec!r} is not a detection dataset: use 'coco:DIR' (the "
                          f"COCO layout) or '{DEFAULT_DATASET}' (offline).")
-    train_name, val_name = data.find_coco_splits(directory)
-    train_split = data.load_coco(directory, train_name)
-    val_split = data.load_coco(directory, val_name)
+    try:
+        train_name, val_name = data.find_coco_splits(directory)
+        train_split = data.load_coco(directory, train_name)
+        val_split = data.load_coco(directory, val_name)
+    except data.DataError as error:
+        # the reader names its Python argument `directory`; the user gave `dataset`
+        message = str(error).replace("`directory` ", "the directory ")
+        raise data.DataError(f"`dataset` {spec!r}: {message}") from error
     for split in (train_split, val_split):
         log(f"[aw-train] {split.report()}")
     if train_split.category_ids != val_split.category_ids:
         raise UsageError(f"`dataset` {spec!r}: the train and validation splits have different "
                          f"categories ({train_split.category_ids} vs {val_split.category_ids}).")
     if not train_split.images:
-        raise UsageError(f"`dataset` {spec!r} has no usable training image.")
+        raise UsageError(f"`dataset` {spec!r} has no usable training image: "
+                         f"{train_split.report()}")
+    if not train_split.num_boxes:
+        raise UsageError(f"`dataset` {spec!r} has no usable training box (a detector "
+                         f"cannot learn from negatives only): {train_split.report()} "
+                         "See the skip reasons in docs/detection.md#checks.")
     return train_split, val_split, name
 
 
@@ -121,16 +131,20 @@ def build_detector(config, num_classes):
             backbone = applications.from_pretrained(config.init_from, config.model, **kwargs)
         else:
             backbone = applications.get_model(config.model, **kwargs)
+    except (TypeError, ValueError) as error:
+        origin = f" from `init_from` {config.init_from!r}" if config.init_from else ""
+        raise UsageError(f"Cannot build the backbone {config.model!r}{origin} with "
+                         f"`model_kwargs` {config.model_kwargs} at `image_size` {size}: "
+                         f"{error}") from error
+    try:
         if detector == "faster_rcnn":
             from aw_keras.detection.faster_rcnn import FasterRCNN
 
             return FasterRCNN(backbone, num_classes=num_classes, **config.detector_kwargs)
         return RetinaNet(backbone, num_classes=num_classes, **config.detector_kwargs)
     except (TypeError, ValueError) as error:
-        origin = f" from `init_from` {config.init_from!r}" if config.init_from else ""
-        raise UsageError(f"Cannot build detector {config.detector!r} on {config.model!r}"
-                         f"{origin} with backbone arguments {kwargs} and detector arguments "
-                         f"{config.detector_kwargs}: {error}") from error
+        raise UsageError(f"Cannot build detector {detector!r} on {config.model!r} with "
+                         f"`detector_kwargs` {config.detector_kwargs}: {error}") from error
 
 
 def make_optimizer(config, steps_per_epoch):
@@ -168,6 +182,26 @@ class CocoMapCallback(_metrics_callback_base()):
         logs.update({f"val_{k}": v for k, v in result.items() if k in ("map", "map50", "map75")})
         log(f"[aw-train] epoch {epoch + 1}: validation mAP {result['map']:.4f}, "
             f"mAP@0.5 {result['map50']:.4f}")
+
+
+def _progbar_base():
+    import keras
+
+    return keras.callbacks.ProgbarLogger
+
+
+class EpochProgress(_progbar_base()):
+    """Keras's progress display for a run trained with one ``fit`` per epoch: it
+    shows ``Epoch k/N`` of the whole run (N = ``epochs``), not of the one-epoch
+    ``fit`` (``Epoch 2/2``, ``Epoch 3/3``, ...). Pass it in ``fit``'s callbacks."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.total_epochs = epochs
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.total_epochs
 
 
 def evaluate_map(model, dataset, split):
@@ -235,6 +269,7 @@ def train_detector(config):
             "config": classification._normalized(dataclasses.asdict(config)),
             "learning_rate": config.learning_rate or DEFAULT_LEARNING_RATE,
             "data": {"train": train_split.report(), "validation": val_split.report()},
+            "class_names": list(train_split.class_names),  # line i: the name of label i
             "init_from_sha256": classification._file_sha256(config.init_from),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
@@ -254,6 +289,7 @@ def train_detector(config):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"),
                                                      profile_batch=0))
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    callbacks.append(EpochProgress(config.epochs))  # last: it prints the epoch's final logs
     if config.init_from:
         log(f"[aw-train] backbone {config.model} initialised from {config.init_from}")
     log(f"[aw-train] {config.detector} on {config.model} ({model.count_params():,} params), "
@@ -285,6 +321,7 @@ def finish(config, model, state, val_meta, val_split, dataset_name, last_evaluat
     metrics = {
         "model": config.model, "detector": config.detector, "dataset": dataset_name,
         "seed": config.seed, "epochs": state["epoch"], "image_size": config.image_size,
+        "class_names": list(val_split.class_names),
         "params": int(model.count_params()),
         "backbone_params": int(model.backbone.count_params()),
         "gflops_backbone": classification._gflops(model.backbone),

@@ -41,6 +41,67 @@ def test_usage_errors(argv, message, tmp_path, capsys):
     assert not out.exists()
 
 
+def _hand_written_set(root, annotations_of, splits=("train", "val"), images=4):
+    """A COCO directory of ``images`` grey 64 px PNGs per split, categories 1 'cat'
+    and 2 'dog', annotations ``annotations_of(image_id)``."""
+    image_module = pytest.importorskip("PIL.Image", reason="the test writes PNGs with Pillow")
+    import numpy as np
+
+    os.makedirs(os.path.join(root, "annotations"))
+    for split in splits:
+        os.makedirs(os.path.join(root, split))
+        entries, annotations = [], []
+        for image_id in range(1, images + 1):
+            name = f"{image_id}.png"
+            image_module.fromarray(np.full((64, 64, 3), 40 * image_id, np.uint8)).save(
+                os.path.join(root, split, name))
+            entries.append({"id": image_id, "file_name": name, "width": 64, "height": 64})
+            annotations += [dict(image_id=image_id, **a) for a in annotations_of(image_id)]
+        with open(os.path.join(root, "annotations", f"instances_{split}.json"), "w") as f:
+            json.dump({"images": entries, "annotations": annotations,
+                       "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}, f)
+    return root
+
+
+def test_training_split_without_boxes_is_a_usage_error(tmp_path, capsys):
+    # every annotation has a category the file does not list: all dropped
+    root = _hand_written_set(str(tmp_path / "coco"), lambda i: [
+        {"category_id": 7, "bbox": [4, 4, 20, 20]}, {"category_id": 8, "bbox": [30, 30, 9, 9]}])
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, cli.main, "aw_resnet_small_fpn", "--dataset", f"coco:{root}",
+                            "--image-size", "64", "--out", str(out))
+    assert code == 2, err
+    assert "--dataset" in err and "no usable training box" in err, err
+    assert "8 unknown_category" in err, err  # the skip counts say why
+    assert not out.exists()
+
+
+def test_coco_folder_without_a_val_file_names_the_dataset_option(tmp_path, capsys):
+    root = _hand_written_set(str(tmp_path / "coco"), lambda i: [], splits=("train",))
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, cli.main, "aw_resnet_small_fpn", "--dataset", f"coco:{root}",
+                            "--out", str(out))
+    assert code == 2, err
+    assert f"--dataset 'coco:{root}'" in err and "no train/val pair" in err, err
+    assert "`directory`" not in err and "--directory" not in err, err
+    assert not out.exists()
+
+
+def test_unknown_detector_argument_is_a_usage_error_naming_detector_kwargs(tmp_path, capsys):
+    root = _hand_written_set(str(tmp_path / "coco"), lambda i: [
+        {"category_id": 1 + i % 2, "bbox": [4, 4, 20, 20]}])
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, cli.main, "resnet_small_fpn", "--dataset", f"coco:{root}",
+                            "--image-size", "64", "--batch-size", "2",
+                            "--model-kwargs", '{"fpn_channels": 16}',
+                            "--detector-kwargs", '{"anchr_size": 2}', "--out", str(out))
+    assert code == 2, err
+    assert "--detector-kwargs" in err and "'anchr_size'" in err, err
+    assert "did you mean 'anchor_size'" in err, err
+    assert "--model-kwargs" not in err, err
+    assert not out.exists()
+
+
 def _command(coco_dir, out, epochs, model="aw_resnet_small_fpn"):
     return train_command(
         model, "--dataset", f"coco:{coco_dir}", "--image-size", "64", "--epochs", str(epochs),
@@ -60,6 +121,12 @@ def test_end_to_end_files_metrics_and_plots(coco_dir, tmp_path):
         assert key in metrics, key
     assert 0.0 <= metrics["map"] <= metrics["map50"] <= 1.0
     assert metrics["detector"] == "retinanet" and metrics["epochs"] == 2
+    names = [c["name"] for c in json.load(open(
+        os.path.join(coco_dir, "annotations", "instances_val.json")))["categories"]]
+    assert len(names) > 1 and metrics["class_names"] == names  # name of label 0, 1, ...
+    assert json.load(open(os.path.join(out, "run.json")))["class_names"] == names
+    # Keras's progress shows the run's epochs, one fit per epoch notwithstanding
+    assert "Epoch 1/2" in done.stdout and "Epoch 2/2" in done.stdout, done.stdout[-2000:]
     history = read_history(out)
     assert [h["epoch"] for h in history] == [1, 2]
     assert all("val_map" in h and "val_loss" in h for h in history)
