@@ -5,8 +5,10 @@
 the per-sample kernels nor the nine tap partials are ever written to memory
 (docs/speed.md has the measurements). TensorFlow wheels ship the headers needed
 to compile it; the first use on a machine compiles it with the system C++
-compiler (about 20 s, for this CPU: ``-march=native``) into a cache directory,
-later uses load the cached library.
+compiler (about a minute, longer on a busy machine; for this CPU:
+``-march=native``) into a cache directory, later uses load the cached library.
+Processes that start together build it once: the others wait for it
+(`aw_keras.utils.cache`), and a build that is killed leaves nothing that is loaded.
 
 - ``AW_KERAS_CACHE_DIR`` sets the cache directory (default
   ``$XDG_CACHE_HOME/aw_keras`` or ``~/.cache/aw_keras``).
@@ -30,7 +32,6 @@ Example:
 True
 """
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -38,14 +39,15 @@ import pathlib
 import platform
 import subprocess
 import sys
-import tempfile
 import threading
 
 import tensorflow as tf
 
+from aw_keras.utils import cache
+
 SOURCE = pathlib.Path(__file__).with_name("kernels") / "aw_conv_op.cc"
 DISABLE_ENV = "AW_KERAS_FUSED"
-CACHE_ENV = "AW_KERAS_CACHE_DIR"
+CACHE_ENV = cache.CACHE_ENV
 # Tried in order; the first that compiles is used. -mno-avx512fp16: TF's Eigen
 # headers do not compile with GCC's AVX512-FP16 intrinsics enabled.
 ARCH_FLAGS = (
@@ -61,10 +63,7 @@ logger = logging.getLogger("aw_keras")
 
 def cache_dir():
     """Where built libraries are kept (see the module docstring)."""
-    if os.environ.get(CACHE_ENV):
-        return pathlib.Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-    return pathlib.Path(base) / "aw_keras"
+    return pathlib.Path(cache.cache_root())
 
 
 def disabled():
@@ -94,49 +93,35 @@ def _library_key():
     return digest.hexdigest()[:16]
 
 
+class _BuildError(Exception):
+    """The compiler could not build the library; the message says why."""
+
+
 def _compile(target):
-    """Compiles SOURCE into ``target``; returns None or the last error text."""
+    """Compiles SOURCE into the new file ``target``; raises `_BuildError` with the
+    last error text when no flag set compiles."""
     compiler = os.environ.get("CXX", "c++")
     error = None
     for arch in ARCH_FLAGS:
-        with tempfile.NamedTemporaryFile(
-            dir=target.parent, prefix=target.stem + ".", suffix=".so.tmp", delete=False
-        ) as handle:
-            partial = pathlib.Path(handle.name)
         command = ([compiler, "-shared", "-fPIC", "-O3", *arch, "-w"]
                    + tf.sysconfig.get_compile_flags()
-                   + [str(SOURCE), "-o", str(partial)]
+                   + [str(SOURCE), "-o", str(target)]
                    + tf.sysconfig.get_link_flags())
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            partial.unlink(missing_ok=True)
-            return f"could not run the C++ compiler {compiler!r}: {exc}"
+            raise _BuildError(f"could not run the C++ compiler {compiler!r}: {exc}") from None
         if result.returncode == 0:
-            os.replace(partial, target)  # atomic: readers never see a partial file
-            return None
-        partial.unlink(missing_ok=True)
+            return
         error = (result.stderr or result.stdout).strip().splitlines()[-20:]
         error = f"{compiler} failed ({' '.join(arch) or 'generic'}):\n" + "\n".join(error)
-    return error
+    raise _BuildError(error)
 
 
-@contextlib.contextmanager
-def _build_lock(directory):
-    """One build per cache directory at a time (test workers start together).
-    Without fcntl (not POSIX) builds may overlap; each writes its own temporary
-    file and renames it atomically, so that is only wasted work."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with open(directory / "build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _build(target):
+    logger.warning("aw_keras: building the fused AWConv2D CPU kernel once for this machine "
+                   "(about a minute, longer on a busy machine); cached in %s", target.parent)
+    _compile(target)
 
 
 def _build_and_load():
@@ -150,13 +135,12 @@ def _build_and_load():
     except OSError as exc:
         return None, f"cannot create the cache directory {directory}: {exc}"
     target = directory / f"aw_conv_op-{_library_key()}.so"
-    with _build_lock(directory):
-        if not target.exists():
-            logger.warning("aw_keras: building the fused AWConv2D CPU kernel once for "
-                           "this machine (about 20 s); cached in %s", directory)
-            error = _compile(target)
-            if error is not None:
-                return None, error
+    try:
+        cache.get_or_build(target, lambda temp: _build(pathlib.Path(temp)))
+    except _BuildError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"cannot write the kernel into the cache directory {directory}: {exc}"
     try:
         module = tf.load_op_library(str(target))
     except (tf.errors.NotFoundError, OSError) as exc:

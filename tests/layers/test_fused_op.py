@@ -246,7 +246,56 @@ def test_missing_compiler_warns_and_the_layer_still_works(tmp_path):
     assert "SHAPE (2, 8, 8, 6) False" in result.stdout
     assert "fused AWConv2D kernel unavailable" in result.stderr
     assert "no-such-compiler" in result.stderr
-    assert not list(tmp_path.glob("*.so*"))  # no partial library left behind
+    assert not list(tmp_path.glob("*.so")) and not list(tmp_path.glob(".*.tmp-*"))  # no partial
+
+
+FAKE_COMPILER = """#!/bin/sh
+# Writes a file that is not a library to the -o path, after a pause.
+while [ $# -gt 0 ]; do
+    if [ "$1" = "-o" ]; then out="$2"; fi
+    shift
+done
+echo run >> "$(dirname "$0")/runs.log"
+sleep 0.5
+echo "not a library" > "$out"
+"""
+
+
+def test_builds_that_start_together_compile_once_and_clean_up_dead_writers(
+        tmp_path, monkeypatch, caplog):
+    """Three builders at once (threads, each with its own lock handle, as processes
+    have) compile once; the temporary of a writer that was killed is removed."""
+    import logging
+    import threading
+
+    compiler = tmp_path / "bin" / "fake-c++"
+    compiler.parent.mkdir()
+    compiler.write_text(FAKE_COMPILER)
+    compiler.chmod(0o755)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = cache / f".aw_conv_op-{fused_op._library_key()}.so.tmp-{dead.pid}-abcd"
+    leftover.write_text("half a library")
+    monkeypatch.setenv("CXX", str(compiler))
+    monkeypatch.setenv("AW_KERAS_CACHE_DIR", str(cache))
+    monkeypatch.delenv(fused_op.DISABLE_ENV, raising=False)
+    results = []
+    with caplog.at_level(logging.WARNING, logger="aw_keras"):
+        threads = [threading.Thread(target=lambda: results.append(fused_op._build_and_load()))
+                   for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert len(results) == 3
+    assert all(module is None and reason.startswith("cannot load") for module, reason in results)
+    assert (tmp_path / "bin" / "runs.log").read_text().split() == ["run"]  # compiled once
+    assert [p.name for p in cache.glob("*.so")] == [leftover.name.split(".tmp-")[0][1:]]
+    assert not list(cache.glob(".*.tmp-*"))
+    building = [r.getMessage() for r in caplog.records if "building the fused" in r.getMessage()]
+    assert len(building) == 1 and "about a minute" in building[0]
 
 
 @needs_kernel
