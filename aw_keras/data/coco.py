@@ -67,12 +67,9 @@ SKIP_REASONS = {
     "clipped": "box reaching outside the image: clipped to the image and kept",
     "crowd": "`iscrowd` 1 annotation: kept in `ground_truth()` (with iscrowd 1, as COCO "
              "evaluation expects) and in `CocoImage.crowd_boxes`, not in training targets",
-    "truncated": "box beyond `max_boxes` of its image in the last `detection_dataset` "
-                 "built from the split: not in its targets (`ground_truth()` keeps it)",
 }
 _DROPPED = ("malformed_image", "missing_image", "unreadable_image", "size_mismatch",
-            "malformed_annotation", "unknown_image", "unknown_category", "empty_box",
-            "truncated")
+            "malformed_annotation", "unknown_image", "unknown_category", "empty_box")
 
 
 @dataclasses.dataclass
@@ -130,6 +127,12 @@ class CocoSplit:
     def num_boxes(self):
         """Boxes used for training (crowd annotations excluded)."""
         return int(sum(len(image.labels) for image in self.images))
+
+    def truncated_boxes(self, max_boxes):
+        """How many boxes `detection_dataset` leaves out of the targets with
+        ``max_boxes`` boxes per image (each image keeps its first ``max_boxes``)."""
+        _check_positive("max_boxes", max_boxes)
+        return int(sum(max(0, len(image.labels) - max_boxes) for image in self.images))
 
     def category_id_of(self, label):
         """The COCO category id of a contiguous label (an int or an array of them)."""
@@ -532,8 +535,8 @@ def detection_dataset(split, image_size, batch_size, training=False, seed=0, max
     int32 (B, max_boxes)}``, the unused rows padded with -1 (the format
     keras-hub's ``RetinaNetObjectDetector.fit`` takes with
     ``bounding_box_format="xyxy"``). An image with more than ``max_boxes`` boxes
-    keeps its first ``max_boxes``; the rest are counted as ``"truncated"`` in
-    ``split.skipped`` and logged.
+    keeps its first ``max_boxes``; a warning logs how many boxes are left out
+    (`CocoSplit.truncated_boxes` counts them). ``split`` is not modified.
 
     With ``with_metadata``, batches are ``(images, targets, metadata)`` with
     ``metadata = {"image_id": int64 (B,), "scale": float32 (B,)}``: a box of the
@@ -571,8 +574,7 @@ def detection_dataset(split, image_size, batch_size, training=False, seed=0, max
         raise DataError(f"`batch_size` {batch_size} is larger than the {len(split.images)} "
                         f"images of the split {split.split!r}; training batches are full.")
 
-    truncated = sum(max(0, len(image.labels) - max_boxes) for image in split.images)
-    split.skipped["truncated"] = truncated
+    truncated = split.truncated_boxes(max_boxes)
     if truncated:
         crowded = sum(1 for image in split.images if len(image.labels) > max_boxes)
         logger.warning("%s: %d images have more than `max_boxes`=%d boxes; their %d extra "

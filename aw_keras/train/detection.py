@@ -238,10 +238,10 @@ def train_detector(config):
             "run MultiWorkerMirroredStrategy). Use `strategy` 'mirrored' for several GPUs on "
             "one machine.")
     strategy = classification.make_strategy(config.strategy)  # first: it may split the CPU
-    if config.epochs is None:
-        config.epochs = DEFAULT_EPOCHS
-    if config.image_size is None:
-        config.image_size = 128
+    # the defaults go into a copy: the caller's config is not modified
+    config = dataclasses.replace(
+        config, epochs=DEFAULT_EPOCHS if config.epochs is None else config.epochs,
+        image_size=128 if config.image_size is None else config.image_size)
     train_split, val_split, dataset_name = _detection_source(config)
     resuming = classification.prepare_output_dir(config)
     if config.mixed_precision:

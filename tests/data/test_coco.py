@@ -311,7 +311,7 @@ def test_eval_batches_shapes_padding_and_geometry(small):
     # d.jpg: a negative, all padding.
     np.testing.assert_array_equal(last_targets["labels"].numpy(), -1)
     np.testing.assert_array_equal(last_targets["boxes"].numpy(), -1)
-    assert small.skipped["truncated"] == 0
+    assert small.truncated_boxes(6) == 0
 
 
 def test_metadata_maps_boxes_back_to_the_original_image(small):
@@ -330,11 +330,15 @@ def test_metadata_maps_boxes_back_to_the_original_image(small):
 
 
 def test_more_boxes_than_max_boxes_are_truncated_and_counted(small, caplog):
+    skipped, report = dict(small.skipped), small.report()
     with caplog.at_level(logging.WARNING, logger="aw_keras.data"):
         ds = coco.detection_dataset(small, image_size=64, batch_size=4, max_boxes=3)
-    assert small.skipped["truncated"] == 2
+    assert small.truncated_boxes(3) == 2 and small.truncated_boxes(100) == 0
     assert "1 images have more than `max_boxes`=3 boxes; their 2 extra" in caplog.text
-    assert "2 truncated" in small.report()
+    # the split the user passed is not modified
+    assert dict(small.skipped) == skipped and small.report() == report
+    with pytest.raises(ValueError, match="max_boxes"):
+        small.truncated_boxes(0)
     _, targets = next(iter(ds))
     scale = 64 / 60
     np.testing.assert_allclose(targets["boxes"].numpy()[2],

@@ -74,6 +74,16 @@ def test_training_split_without_boxes_is_a_usage_error(tmp_path, capsys):
     assert "--dataset" in err and "no usable training box" in err, err
     assert "8 unknown_category" in err, err  # the skip counts say why
     assert not out.exists()
+    # the library refuses it too, and leaves the caller's config as it was
+    from aw_keras.train.detection import train_detector
+    from aw_keras.train.run import RunConfig
+    from aw_keras.train.run import UsageError
+
+    config = RunConfig(model="aw_resnet_small_fpn", dataset=f"coco:{root}", out=str(out),
+                       detector="retinanet")
+    with pytest.raises(UsageError, match="no usable training box"):
+        train_detector(config)
+    assert config.epochs is None and config.image_size is None
 
 
 def test_coco_folder_without_a_val_file_names_the_dataset_option(tmp_path, capsys):
