@@ -9,12 +9,12 @@ stratified and fixed by ``--seed``: 60 % train, 20 % val, 20 % test.
     aw-train resnet_cifar --dataset folder:runs/digits --preset small_noflip ...
 
 Use the ``small_noflip`` preset: a mirrored digit is another class or none.
+Running it again with the same ``--seed`` keeps the folder it wrote.
 """
 
 import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -35,30 +35,55 @@ def split_indices(labels, seed):
 def write_digits_folder(out, seed=0, scale=2):
     """Writes ``out/{train,val,test}/<digit>/<index>.png``; returns image counts per split.
 
-    Written into a temporary directory next to ``out`` and renamed at the end, so an
-    interrupted run leaves no half-written folder.
+    The folder is built in a temporary sibling of ``out`` and renamed when complete
+    (`aw_keras.utils.cache.get_or_build`), so an interrupted run leaves no
+    half-written folder (the next run removes its temporary) and runs that ask for
+    the same folder at once all succeed, writing it once. An ``out`` this script
+    already wrote with the same ``seed`` and ``scale`` is kept as it is; anything
+    else at ``out`` is refused.
     """
-    import tensorflow as tf
+    return _write(out, seed, scale)[0]
+
+
+def _write(out, seed, scale):
+    """(counts per split, whether this call wrote the folder)."""
+    for name, value, low in (("seed", seed, 0), ("scale", scale, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"`out` must be a path, got {type(out).__name__} {out!r}.")
+    from aw_keras.utils import cache
+
+    out = os.path.abspath(os.fspath(out))
+    key = {"digits_folder": 1, "seed": seed, "scale": scale}
+    refused = ValueError(f"`out` {out!r} already exists and is not a digits folder written "
+                         f"with seed {seed} and scale {scale}; choose a new directory.")
+    if os.path.lexists(out) and not cache.is_complete(out, key):
+        raise refused
     from sklearn.datasets import load_digits
 
-    if os.path.exists(out):
-        raise ValueError(f"`out` {out!r} already exists; choose a new directory.")
     digits = load_digits()
-    images = np.clip(np.round(digits.images * 255.0 / 16.0), 0, 255).astype(np.uint8)
-    images = np.repeat(np.repeat(images, scale, axis=1), scale, axis=2)[..., None]
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".digits-", dir=parent)
-    counts = {}
-    for split, indices in split_indices(digits.target, seed).items():
-        for index in indices:
-            directory = os.path.join(staging, split, str(digits.target[index]))
-            os.makedirs(directory, exist_ok=True)
-            with open(os.path.join(directory, f"{index:04d}.png"), "wb") as f:
-                f.write(tf.io.encode_png(images[index]).numpy())
-        counts[split] = len(indices)
-    os.replace(staging, out)
-    return counts
+    parts = split_indices(digits.target, seed)
+    written = []
+
+    def build(staging):
+        import tensorflow as tf
+
+        images = np.clip(np.round(digits.images * 255.0 / 16.0), 0, 255).astype(np.uint8)
+        images = np.repeat(np.repeat(images, scale, axis=1), scale, axis=2)[..., None]
+        for split, indices in parts.items():
+            for index in indices:
+                directory = os.path.join(staging, split, str(digits.target[index]))
+                os.makedirs(directory, exist_ok=True)
+                with open(os.path.join(directory, f"{index:04d}.png"), "wb") as f:
+                    f.write(tf.io.encode_png(images[index]).numpy())
+        written.append(staging)
+
+    try:
+        cache.get_or_build(out, build, key=key)
+    except cache.CacheEntryError:
+        raise refused from None
+    return {split: len(indices) for split, indices in parts.items()}, bool(written)
 
 
 def main(argv=None):
@@ -68,10 +93,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     args = parser.parse_args(argv)
     try:
-        counts = write_digits_folder(args.out, args.seed)
+        counts, wrote = _write(args.out, args.seed, 2)
     except ValueError as error:
         parser.error(str(error))
-    print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    summary = ", ".join(f"{k} {v}" for k, v in counts.items())
+    print(f"{'wrote' if wrote else 'kept the existing'} {args.out}: {summary}")
     return 0
 
 
