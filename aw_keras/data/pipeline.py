@@ -1,15 +1,23 @@
 """tf.data input pipelines: parallel decode, augmentation, batching, prefetch.
 
+The pipelines feed RAW pixels: float32 values 0..255, channels-last, at the size
+of `image_shape`. The normalisation of the preset happens inside the model, in
+the layer `preprocessing_layer` returns (aw-train puts it at the model's input), so
+a saved or exported model takes images as read from their files.
+
 The training stream is a pure function of (seed, epoch, position): every epoch
 shuffles with its own seed and augmentation draws stateless random numbers from
 the example's global position. Resuming at epoch ``e``, step ``s`` therefore
 feeds exactly the batches an uninterrupted run would have fed.
 """
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
 from aw_keras.data.sources import DataError
+from aw_keras.data.sources import Split
 
 AUTOTUNE = tf.data.AUTOTUNE
 TFDS_SHUFFLE_BUFFER = 10_000
@@ -25,6 +33,10 @@ def image_shape(source, preset):
     return (height, width, channels)
 
 
+# The name of the input normalisation layer of the models aw-train builds.
+PREPROCESSING_LAYER_NAME = "input_normalization"
+
+
 def normalization(source, preset):
     """Per-channel (mean, std) on the 0-1 scale: the dataset's if known."""
     channels = source.channels
@@ -35,6 +47,23 @@ def normalization(source, preset):
     if len(mean) != channels or len(std) != channels:
         mean, std = (0.5,) * channels, (0.5,) * channels
     return mean, std
+
+
+def preprocessing_layer(source, preset, name=PREPROCESSING_LAYER_NAME):
+    """A float32 ``keras.layers.Normalization`` that maps raw pixels (0..255, any
+    real or integer dtype) to ``(x / 255 - mean) / std`` with the per-channel
+    `normalization` of ``source`` under ``preset``. Put it at a model's input:
+
+    >>> inputs = keras.Input(image_shape(source, preset))
+    >>> x = preprocessing_layer(source, preset)(inputs)
+
+    It has no weights; it stays float32 under a mixed-precision policy."""
+    import keras
+
+    mean, std = normalization(source, preset)
+    return keras.layers.Normalization(
+        mean=[255.0 * m for m in mean], variance=[(255.0 * s) ** 2 for s in std],
+        dtype="float32", name=name)
 
 
 def steps_per_epoch(num_examples, batch_size):
@@ -97,9 +126,9 @@ def _single(args):
     return args[0] if len(args) == 1 else args
 
 
-def _normalize(image, mean, std):
-    image = tf.cast(image, tf.float32) / 255.0
-    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+def _raw(image):
+    """Pixels as float32 0..255 (the model normalises them itself)."""
+    return tf.cast(image, tf.float32)
 
 
 def _resize_to(image, size):
@@ -128,7 +157,7 @@ def _resize_center_crop(image, resize, size):
     return tf.slice(image, [top, left, 0], [size[0], size[1], -1])
 
 
-def _train_transform(preset, shape, mean, std, seed):
+def _train_transform(preset, shape, seed):
     height, width, channels = shape
 
     def transform(position, image, label):
@@ -146,13 +175,13 @@ def _train_transform(preset, shape, mean, std, seed):
                 image = tf.image.stateless_random_crop(image, (height, width, channels), seeds[0])
         if preset.flip and preset.train_augment != "none":
             image = tf.image.stateless_random_flip_left_right(image, seeds[1])
-        image = tf.ensure_shape(_normalize(image, mean, std), (height, width, channels))
+        image = tf.ensure_shape(_raw(image), (height, width, channels))
         return image, label
 
     return transform
 
 
-def _eval_transform(preset, shape, mean, std):
+def _eval_transform(preset, shape):
     height, width, channels = shape
 
     def transform(image, label):
@@ -160,7 +189,7 @@ def _eval_transform(preset, shape, mean, std):
             image = _resize_center_crop(image, preset.eval_resize, (height, width))
         elif tuple(image.shape[:2]) != (height, width):
             image = _resize_to(image, (height, width))
-        image = tf.ensure_shape(_normalize(image, mean, std), (height, width, channels))
+        image = tf.ensure_shape(_raw(image), (height, width, channels))
         return image, label
 
     return transform
@@ -177,13 +206,14 @@ def _options():
 def train_dataset(source, preset, batch_size, seed, start_epoch, end_epoch,
                   skip_steps=0, num_examples=None):
     """Batches for epochs ``[start_epoch, end_epoch)``, skipping ``skip_steps``
-    batches of ``start_epoch`` (a mid-epoch resume). Returns (dataset, steps)."""
+    batches of ``start_epoch`` (a mid-epoch resume). Returns (dataset, steps).
+
+    Images are raw pixels (float32 0..255), augmented in pixel space; labels int32."""
     split = source.split("train").take(num_examples)
     steps = steps_per_epoch(split.num_examples, batch_size)
     per_epoch = steps * batch_size
     loader = _Loader(source, split)
     shape = image_shape(source, preset)
-    mean, std = normalization(source, preset)
     base, buffer = loader.base(), loader.buffer()
 
     if not 0 <= start_epoch < end_epoch:
@@ -195,7 +225,7 @@ def train_dataset(source, preset, batch_size, seed, start_epoch, end_epoch,
                             reshuffle_each_iteration=False).take(per_epoch)
         stream = part if stream is None else stream.concatenate(part)
     stream = stream.enumerate(start=start_epoch * per_epoch).skip(skip_steps * batch_size)
-    transform = _train_transform(preset, shape, mean, std, seed)
+    transform = _train_transform(preset, shape, seed)
     ds = stream.map(lambda position, element: transform(position, *loader(element)),
                     num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
@@ -203,18 +233,63 @@ def train_dataset(source, preset, batch_size, seed, start_epoch, end_epoch,
 
 
 def eval_dataset(source, split_name, preset, batch_size, num_examples=None):
-    """The split in order, batched (last batch partial), no augmentation."""
+    """The split in order, batched (last batch partial), no augmentation; images are
+    raw pixels (float32 0..255) at the model's input size, labels int32."""
     split = source.split(split_name).take(num_examples)
     loader = _Loader(source, split)
-    transform = _eval_transform(preset, image_shape(source, preset),
-                                *normalization(source, preset))
+    transform = _eval_transform(preset, image_shape(source, preset))
     ds = loader.base().map(lambda *element: transform(*loader(_single(element))),
                            num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(AUTOTUNE).with_options(_options())
 
 
-def sample_images(source, split_name, preset, count):
-    """``count`` normalized images and labels of a split, as NumPy arrays."""
-    ds = eval_dataset(source, split_name, preset, count, num_examples=count)
-    images, labels = next(iter(ds))
-    return images.numpy(), labels.numpy()
+def sample_images(source, split_name, preset, count, distinct_classes=False):
+    """``count`` images of a split and their labels, as NumPy arrays; the images as
+    the pipelines feed them (raw pixels, float32 0..255, the model's input size).
+
+    The first ``count`` images of the split, or with ``distinct_classes`` the first
+    image of each class (in label order), then the second of each, and so on: as
+    many different classes as the split and ``count`` allow."""
+    if not distinct_classes:
+        ds = eval_dataset(source, split_name, preset, count, num_examples=count)
+        images, labels = next(iter(ds))
+        return images.numpy(), labels.numpy()
+    split = source.split(split_name)
+    if split.labels is not None:  # in memory or files: pick by label, read only those
+        picks = _round_robin_by_label(split.labels[:split.num_examples], count)
+        subset = Split(len(picks), labels=split.labels[picks],
+                       images=None if split.images is None else split.images[picks],
+                       files=None if split.files is None else split.files[picks])
+        chosen = dataclasses.replace(source, splits={split_name: subset})
+        ds = eval_dataset(chosen, split_name, preset, max(1, len(picks)))
+        images, labels = next(iter(ds))
+        return images.numpy(), labels.numpy()
+    # tensorflow-datasets: labels are known only by reading; scan the split's start.
+    kept = {}  # label -> up to `count` images
+    for x, y in eval_dataset(source, split_name, preset, 64,
+                             num_examples=max(64 * count, 1024)):
+        for image, label in zip(x.numpy(), y.numpy()):
+            group = kept.setdefault(int(label), [])
+            if len(group) < count:
+                group.append(image)
+        if len(kept) >= count:
+            break
+    labels = np.asarray([label for label in sorted(kept) for _ in kept[label]], np.int32)
+    images = np.stack([image for label in sorted(kept) for image in kept[label]])
+    picks = _round_robin_by_label(labels, count)
+    return images[picks], labels[picks]
+
+
+def _round_robin_by_label(labels, count):
+    """Indices: the first example of each label (in label order), then the second
+    of each, ... at most ``count``."""
+    by_label = {}
+    for index, label in enumerate(np.asarray(labels).tolist()):
+        by_label.setdefault(int(label), []).append(index)
+    picks, rank = [], 0
+    while len(picks) < count and any(rank < len(v) for v in by_label.values()):
+        for label in sorted(by_label):
+            if rank < len(by_label[label]) and len(picks) < count:
+                picks.append(by_label[label][rank])
+        rank += 1
+    return np.asarray(picks, np.int64)

@@ -23,6 +23,7 @@ tool can write its own option name there.
 
 import dataclasses
 import gzip
+import logging
 import os
 
 import numpy as np
@@ -95,6 +96,18 @@ class Source:
     mean: tuple = None
     std: tuple = None
     tfds_builder: object = None
+    # The test split is the validation split (the dataset has no test split of its
+    # own): a model chosen on validation is then scored on the images it was chosen on.
+    test_is_validation: bool = False
+    # Files left out because they are not images: {path: reason}.
+    skipped_files: dict = dataclasses.field(default_factory=dict)
+
+    def label_names(self):
+        """The name of each label 0..num_classes-1 (``str(i)`` where unknown)."""
+        names = tuple(self.class_names or ())
+        if len(names) == self.num_classes:
+            return [str(n) for n in names]
+        return [str(i) for i in range(self.num_classes)]
 
     @property
     def channels(self):
@@ -188,7 +201,10 @@ def load_image_folder(root):
     """``root/<split>/<class>/*.png|jpg`` as a `Source` of files.
 
     Class indices follow the sorted class-directory names of the train split.
-    Without a test split, test is the validation split.
+    Without a test split, test is the validation split (``test_is_validation``).
+    A file named like an image whose content is not a PNG, JPEG, GIF or BMP image
+    is left out and listed in ``skipped_files`` (with a warning naming it); a class
+    directory of the train split without images is refused (`DataError` naming it).
     """
     root = os.fspath(root)
     if not os.path.isdir(root):
@@ -213,6 +229,7 @@ def load_image_folder(root):
                         f"found {list(class_names)}.")
     index = {name: i for i, name in enumerate(class_names)}
     splits = {}
+    skipped = {}
     for split, directory in found.items():
         files, labels = [], []
         for name in sorted(os.listdir(directory)):
@@ -222,17 +239,56 @@ def load_image_folder(root):
             if name not in index:
                 raise DataError(f"Class directory {class_dir!r} is not a class of the "
                                 f"train split {list(class_names)}.")
+            count = 0
             for file in sorted(os.listdir(class_dir)):
                 if file.lower().endswith(IMAGE_EXTENSIONS):
-                    files.append(os.path.join(class_dir, file))
+                    path = os.path.join(class_dir, file)
+                    reason = _not_an_image(path)
+                    if reason:
+                        skipped[path] = reason
+                        continue
+                    files.append(path)
                     labels.append(index[name])
+                    count += 1
+            if split == "train" and not count:
+                raise DataError(
+                    f"Class directory {class_dir!r} holds no *.png/*.jpg images"
+                    + (f" ({sum(1 for p in skipped if p.startswith(class_dir + os.sep))} "
+                       "file(s) that are not images were left out)" if skipped else "")
+                    + "; it would be a class without training examples. Add images to "
+                    "it or remove it.")
         if not files:
             raise DataError(f"No *.png/*.jpg images under {directory!r}.")
         splits[split] = Split(len(files), labels=np.asarray(labels, np.int32),
                               files=np.asarray(files))
+    if skipped:
+        shown = ", ".join(f"{path!r} ({reason})" for path, reason in
+                          list(skipped.items())[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        logging.getLogger("aw_keras.data").warning(
+            "Image folder %r: left out %d file(s) that are not images: %s%s.",
+            root, len(skipped), shown, more)
+    test_is_validation = "test" not in splits
     splits.setdefault("test", splits["validation"])
     image_shape = _probe_image_shape(splits["train"].files[0])
-    return Source(f"folder:{root}", splits, len(class_names), image_shape, class_names)
+    return Source(f"folder:{root}", splits, len(class_names), image_shape, class_names,
+                  test_is_validation=test_is_validation, skipped_files=skipped)
+
+
+def _not_an_image(path):
+    """Why ``path`` is not a PNG, JPEG, GIF or BMP file (from its first bytes), or
+    None when it is one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as error:
+        return f"unreadable: {error.strerror or error}"
+    if not head:
+        return "empty file"
+    if (head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"\xff\xd8\xff")
+            or head[:6] in (b"GIF87a", b"GIF89a") or head.startswith(b"BM")):
+        return None
+    return "not a PNG/JPEG/GIF/BMP image"
 
 
 def _probe_image_shape(path):
@@ -295,7 +351,9 @@ def load_tfds(name, data_dir=None):
     if "validation" not in splits:
         raise DataError(f"tensorflow-datasets {name!r} has no validation or test split.")
     names = tuple(getattr(info.features[label_key], "names", ()) or ())
-    return Source(f"tfds:{name}", splits, num_classes, image_shape, names, tfds_builder=builder)
+    return Source(f"tfds:{name}", splits, num_classes, image_shape, names, tfds_builder=builder,
+                  test_is_validation=(splits["test"].tfds_split
+                                      == splits["validation"].tfds_split))
 
 
 def _first_line(error):

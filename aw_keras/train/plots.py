@@ -80,7 +80,8 @@ def attention_maps(model, images, max_layers=3):
 
 def plot_attention(model, images, labels, class_names, path, max_channels=64):
     """One row per image: the image, then per AWConv2D layer the attention values
-    averaged over input channels, as (kernel tap) x (output channel)."""
+    averaged over input channels, as (kernel tap) x (output channel). ``images``
+    are what ``model`` takes (raw pixels for the models aw-train builds)."""
     maps = attention_maps(model, images)
     if not maps:
         return None
@@ -116,15 +117,16 @@ def plot_attention(model, images, labels, class_names, path, max_channels=64):
 
 def write_all(out, history, model, source, preset, count):
     """Writes ``out/plots/curves.png`` and, when ``model`` has AWConv2D layers and
-    ``count`` > 0, ``out/plots/attention_maps.png`` of ``count`` validation images;
-    returns the paths written."""
+    ``count`` > 0, ``out/plots/attention_maps.png`` of ``count`` validation images
+    of different classes (as many as there are); returns the paths written."""
     from aw_keras.data import sample_images
 
     directory = os.path.join(out, "plots")
     os.makedirs(directory, exist_ok=True)
     written = [plot_curves(history, os.path.join(directory, "curves.png"))]
     if count and aw_layers(model):
-        images, labels = sample_images(source, "validation", preset, count)
+        images, labels = sample_images(source, "validation", preset, count,
+                                       distinct_classes=True)
         written.append(plot_attention(model, images, labels, source.class_names,
                                       os.path.join(directory, "attention_maps.png")))
     return written

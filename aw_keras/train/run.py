@@ -6,6 +6,7 @@ in single backticks (e.g. "`out` '/x' is not empty"); `aw-train` writes its opti
 name there.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -168,23 +169,86 @@ def worker_role(strategy):
 
 
 def build_model(config, source, preset):
+    """The classifier of ``config``: it takes RAW images (float32 or uint8 pixel
+    values 0..255, channels-last, `aw_keras.data.image_shape`) and normalises them
+    itself (its first layer, `aw_keras.data.pipeline.preprocessing_layer`), so the
+    saved model and its exports need no outside preprocessing.
+
+    With ``init_from`` the registered model is converted from that source
+    (`aw_keras.applications.from_pretrained`); a ``.keras`` source with its own
+    normalisation layer keeps it (the converted model computes the source's
+    function on raw images), one without it (written before models carried their
+    normalisation) gets the normalisation the pipeline applied for it."""
     from aw_keras import applications
     from aw_keras.data import image_shape
+    from aw_keras.data import pipeline
 
     kwargs = dict(config.model_kwargs)
     kwargs.setdefault("input_shape", image_shape(source, preset))
     kwargs.setdefault("classes", source.num_classes)
+    preprocessing = None
     try:
         if config.init_from:
+            init = config.init_from
+            if str(init).endswith(".keras"):
+                init, preprocessing = _init_source(init)
             # The same function as the trained source, new attention learned from here.
-            model = applications.from_pretrained(config.init_from, config.model, **kwargs)
+            model = applications.from_pretrained(init, config.model, **kwargs)
         else:
             model = applications.get_model(config.model, **kwargs)
     except (TypeError, ValueError) as error:
+        if isinstance(error, UsageError):
+            raise
         origin = f" from `init_from` {config.init_from!r}" if config.init_from else ""
         raise UsageError(
             f"Cannot build model {config.model!r}{origin} with {kwargs}: {error}") from error
-    return float32_outputs(model)
+    if preprocessing is None:
+        preprocessing = pipeline.preprocessing_layer(source, preset)
+    return float32_outputs(with_input_layer(model, preprocessing))
+
+
+def _init_source(path):
+    """(model, its input normalisation layer or None) of the ``.keras`` file
+    ``path``; the model without that layer (it takes normalised images)."""
+    import keras
+
+    import aw_keras.layers  # noqa: F401 - registers the custom layers
+    from aw_keras.data import pipeline
+
+    if not os.path.isfile(path):
+        raise UsageError(f"`init_from` file {path!r} does not exist.")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file
+        raise UsageError(
+            f"`init_from` {path!r} cannot be read as a .keras model ({type(error).__name__}: "
+            f"{error}); is the file complete?") from error
+    layer = next((layer for layer in model.layers
+                  if layer.name == pipeline.PREPROCESSING_LAYER_NAME), None)
+    if not isinstance(layer, keras.layers.Normalization):
+        return model, None
+    body = keras.Model(layer.output, model.output, name=model.name)
+    return body, keras.layers.Normalization.from_config(layer.get_config())
+
+
+def with_input_layer(model, layer):
+    """A new functional model ``Input -> layer -> model``, flat (the layers of
+    ``model`` are reused, not copied, and stay top-level layers)."""
+    import keras
+
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    applied = []
+
+    def call(operation, *args, **kwargs):
+        if args and args[0] is inputs:
+            if not applied:
+                applied.append(layer(inputs))
+            args = (applied[0],) + args[1:]
+        return operation(*args, **kwargs)
+
+    return keras.models.clone_model(model, input_tensors=inputs,
+                                    clone_function=lambda operation: operation,
+                                    call_function=call)
 
 
 def float32_outputs(model):
@@ -330,9 +394,33 @@ def current_lr_at(optimizer):
 
 
 def save_model_atomically(model, path):
+    """Writes ``model`` to the ``.keras`` file ``path`` (a temporary file, then a
+    rename) without its optimizer and compile settings: Keras 3's ``.keras`` format
+    ignores ``include_optimizer=False`` and would store every optimizer variable.
+    The file loads as an uncompiled model, with no warning about optimizer
+    variables; training state lives in the checkpoints."""
     tmp = os.path.join(os.path.dirname(path), f".tmp-{os.path.basename(path)}.{os.getpid()}.keras")
-    model.save(tmp, include_optimizer=False)
+    with _without_training_state(model):
+        model.save(tmp)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _without_training_state(model):
+    """``model`` seen as uncompiled and without an optimizer while the block runs
+    (restored after): what `keras.saving` then writes has neither."""
+    optimizer = getattr(model, "optimizer", None)
+    compiled = getattr(model, "compiled", False)
+    if optimizer is None and not compiled:
+        yield
+        return
+    model.optimizer = None
+    model.compiled = False
+    try:
+        yield
+    finally:
+        model.optimizer = optimizer
+        model.compiled = compiled
 
 
 def write_history(out, history):
@@ -354,6 +442,26 @@ def restore_state(config, model, optimizer, resuming, best_metric):
                  f"best_{best_metric}": None, "best_epoch": None}
     state.pop("_seen_epoch_in_process", None)
     return manager, state
+
+
+def reports_top5(source):
+    """Top-5 accuracy means something only with more than 5 classes."""
+    return source.num_classes > 5
+
+
+TEST_IS_VALIDATION_NOTE = (
+    "the dataset has no test split: the test split IS the validation split, so "
+    "best_top1_error is of the model chosen on these very images (optimistic)")
+
+
+def data_record(source):
+    """What run.json and metrics.json say about the data: the class names (line i =
+    label i), the files left out as not images, whether test is validation."""
+    record = {"class_names": source.label_names(),
+              "test_is_validation": bool(source.test_is_validation)}
+    if source.skipped_files:
+        record["skipped_files"] = dict(source.skipped_files)
+    return record
 
 
 def _one_hot(num_classes):
@@ -397,8 +505,9 @@ def train(config):
         model.compile(
             optimizer=optimizer,
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=preset.label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                     keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")],
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")]
+            + ([keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")]
+               if reports_top5(source) else []),
             jit_compile=bool(config.jit),
         )
         optimizer.build(model.trainable_variables)
@@ -416,7 +525,10 @@ def train(config):
                 "preset": preset.to_dict(), "learning_rate": lr,
                 "init_from_sha256": _file_sha256(config.init_from),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                **data_record(source),
             })
+        else:
+            _add_missing_run_fields(os.path.join(out, RUN_FILE), data_record(source))
 
     manager, state = restore_state(config, model, optimizer, resuming, "val_accuracy")
 
@@ -442,13 +554,23 @@ def train(config):
         f"{steps} steps/epoch of {config.batch_size}), preset {preset.name}, lr {lr:g}, "
         f"epochs {epoch}->{config.epochs}, {strategy.num_replicas_in_sync} replica(s), "
         f"params {model.count_params():,}")
+    if source.skipped_files:
+        names = list(source.skipped_files)
+        log(f"[aw-train] left out {_count(len(names), 'file')} that are not images: "
+            + ", ".join(repr(n) for n in names[:5])
+            + (f" and {len(names) - 5} more (all in {RUN_FILE})" if len(names) > 5 else ""))
+    if source.test_is_validation:
+        log(f"[aw-train] note: {TEST_IS_VALIDATION_NOTE}.")
+    trained = False
     if config.strategy == "multiworker":
         # Keras 3's fit cannot run MultiWorkerMirroredStrategy (keras-team/keras#20585:
         # its symbolic build reduces the nested input batch and fails), so multi-worker
         # training runs this plain loop: strategy.run over the distributed dataset,
         # gradients all-reduced by the optimizer, the same callback.
-        multiworker_fit(model, strategy, source, preset, config, state, steps, val_ds,
-                        keeper, one_hot)
+        if epoch < config.epochs:
+            multiworker_fit(model, strategy, source, preset, config, state, steps, val_ds,
+                            keeper, one_hot)
+            trained = True
         epoch = config.epochs
         skip = 0
     if skip and epoch < config.epochs:
@@ -460,17 +582,38 @@ def train(config):
                   steps_per_epoch=steps - skip, validation_data=val_ds,
                   callbacks=callbacks, verbose=verbose, shuffle=False)
         epoch = state["epoch"]
+        trained = True
     if epoch < config.epochs:
         ds, _ = data.train_dataset(source, preset, config.batch_size, config.seed, epoch,
                                    config.epochs, num_examples=config.train_examples)
         model.fit(ds.map(one_hot), initial_epoch=epoch, epochs=config.epochs,
                   steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
                   verbose=verbose, shuffle=False)
-    elif resuming:
-        log(f"[aw-train] all {config.epochs} epochs were already done; evaluating.")
+    elif resuming and not trained:
+        log(f"[aw-train] {'the' if config.epochs == 1 else 'all'} "
+            f"{_count(config.epochs, 'epoch')} {'was' if config.epochs == 1 else 'were'} "
+            "already done; evaluating.")
 
     metrics = finish(config, model, source, preset, state, is_chief, worker_dir, one_hot)
     return metrics
+
+
+def _count(number, noun):
+    """"1 epoch", "2 epochs"."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _add_missing_run_fields(run_file, fields):
+    """Adds to ``run_file`` (a run written by an earlier version) the ``fields`` it
+    lacks; the settings it holds are never changed."""
+    try:
+        with open(run_file) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return
+    missing = {k: v for k, v in fields.items() if k not in record}
+    if missing:
+        atomic_write_json(run_file, {**record, **missing})
 
 
 def _file_sha256(path):
@@ -497,10 +640,12 @@ def initial_evaluation(config, model, source, preset, val_ds, one_hot):
     else:
         val = model.evaluate(val_ds, return_dict=True, verbose=0)
         test = model.evaluate(test_ds, return_dict=True, verbose=0)
+    top5 = reports_top5(source)
     result = {"val_loss": float(val["loss"]), "val_accuracy": float(val["accuracy"]),
-              "val_top5": float(val["top5"]), "test_loss": float(test["loss"]),
+              "val_top5": float(val["top5"]) if top5 else None,
+              "test_loss": float(test["loss"]),
               "top1_error": round(1.0 - float(test["accuracy"]), 6),
-              "top5_error": round(1.0 - float(test["top5"]), 6)}
+              "top5_error": round(1.0 - float(test["top5"]), 6) if top5 else None}
     log(f"[aw-train] init_from {config.init_from}: before training val_accuracy "
         f"{result['val_accuracy']:.4f}, test top-1 error {result['top1_error']:.4f}")
     return result
@@ -635,6 +780,7 @@ def finish(config, model, source, preset, state, is_chief, worker_dir, one_hot):
     from aw_keras import data
 
     test_ds = data.eval_dataset(source, "test", preset, config.batch_size).map(one_hot)
+    top5 = reports_top5(source)
     start = time.perf_counter()
     if config.strategy == "multiworker":
         last = evaluate_local(model, test_ds)
@@ -648,7 +794,8 @@ def finish(config, model, source, preset, state, is_chief, worker_dir, one_hot):
         "gflops": _gflops(model),
         "test_examples": source.split("test").num_examples,
         "top1_error": round(1.0 - float(last["accuracy"]), 6),
-        "top5_error": round(1.0 - float(last["top5"]), 6),
+        # top-5 only with more than 5 classes (else it is always 0)
+        "top5_error": round(1.0 - float(last["top5"]), 6) if top5 else None,
         "test_loss": round(float(last["loss"]), 6),
         "train_images_per_second": _train_images_per_second(state["history"]),
         "eval_images_per_second": round(source.split("test").num_examples / eval_seconds, 2),
@@ -659,7 +806,9 @@ def finish(config, model, source, preset, state, is_chief, worker_dir, one_hot):
         "init_from": config.init_from,
         "init_eval": state.get("init_eval"),
         "note": "top1/top5 errors are of the last model on the test split; the best model "
-                "is chosen on the validation split",
+                "is chosen on the validation split"
+                + (f"; {TEST_IS_VALIDATION_NOTE}" if source.test_is_validation else ""),
+        **data_record(source),
     }
     best_path = os.path.join(config.out, "best.keras")
     if is_chief:
@@ -670,7 +819,8 @@ def finish(config, model, source, preset, state, is_chief, worker_dir, one_hot):
             best = keras.models.load_model(best_path, compile=False)
             result = evaluate_local(best, test_ds)
             metrics["best_top1_error"] = round(1.0 - float(result["accuracy"]), 6)
-            metrics["best_top5_error"] = round(1.0 - float(result["top5"]), 6)
+            metrics["best_top5_error"] = (round(1.0 - float(result["top5"]), 6) if top5
+                                          else None)
         write_history(config.out, state["history"])
         atomic_write_json(os.path.join(config.out, "metrics.json"), metrics)
         try:
@@ -685,6 +835,9 @@ def finish(config, model, source, preset, state, is_chief, worker_dir, one_hot):
         atomic_write_json(os.path.join(worker_dir, "worker.json"),
                           {"weights_sha256": digest, "epochs": state["epoch"],
                            "trainable_weights_sha256": _weights_digest(model, True)})
-    log(f"[aw-train] test top-1 error {metrics['top1_error']:.4f}, top-5 error "
-        f"{metrics['top5_error']:.4f}, train {metrics['train_images_per_second']} images/s")
+    top5_text = f", top-5 error {metrics['top5_error']:.4f}" if top5 else ""
+    test_text = (" (test = validation split: no test split of its own, best model chosen "
+                 "on it)" if source.test_is_validation else "")
+    log(f"[aw-train] test{test_text} top-1 error {metrics['top1_error']:.4f}{top5_text}, "
+        f"train {metrics['train_images_per_second']} images/s")
     return metrics

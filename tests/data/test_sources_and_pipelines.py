@@ -79,6 +79,7 @@ def test_image_folder_source_and_pipelines(image_folder):
     assert source.image_shape == (10, 12, 3)
     assert source.split("train").num_examples == 10
     assert source.split("test").num_examples == 6  # no test/: falls back to val/
+    assert source.test_is_validation and source.label_names() == ["cat", "dog"]
     preset = data.get_preset("small")
     ds, steps = data.train_dataset(source, preset, 4, seed=1, start_epoch=0, end_epoch=2)
     batches = list(ds)
@@ -88,10 +89,17 @@ def test_image_folder_source_and_pipelines(image_folder):
     assert set(labels.numpy()) <= {0, 1}
     evaluation = list(data.eval_dataset(source, "validation", preset, 4))
     assert [int(x.shape[0]) for x, _ in evaluation] == [4, 2]
-    # Eval images are the decoded pixels, normalized: class 1 is brighter.
+    # Eval images are the decoded pixels as they are (float32 0..255, the model
+    # normalises them): image i of class c has the value 40 + 100 c + i.
     x, y = next(iter(data.eval_dataset(source, "validation", preset, 6)))
-    means = x.numpy().mean(axis=(1, 2, 3))
-    assert means[y.numpy() == 1].min() > means[y.numpy() == 0].max()
+    assert x.dtype == tf.float32
+    expected = 40 + 100 * y.numpy() + np.array([0, 1, 2, 0, 1, 2])
+    np.testing.assert_array_equal(x.numpy(), np.broadcast_to(
+        expected[:, None, None, None].astype(np.float32), x.shape))
+    # Training images are raw pixels too (cropped/flipped copies of those values).
+    images, _ = batches[0]
+    assert set(np.unique(images.numpy())) <= {0.0} | {40.0 + 100 * c + i for c in (0, 1)
+                                                       for i in range(5)}
 
 
 def test_image_folder_errors(tmp_path, image_folder):
@@ -100,6 +108,49 @@ def test_image_folder_errors(tmp_path, image_folder):
     (tmp_path / "only_train" / "train" / "a").mkdir(parents=True)
     with pytest.raises(data.DataError, match="val/"):
         data.get_source(f"folder:{tmp_path / 'only_train'}")
+
+
+def test_empty_class_directory_is_refused_by_name(image_folder):
+    empty = image_folder / "train" / "bird"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(data.DataError, match="bird.*holds no \\*.png/\\*.jpg images") as error:
+        data.get_source(f"folder:{image_folder}")
+    assert repr(str(empty)) in str(error.value)
+
+
+def test_files_that_are_not_images_are_left_out_by_name(image_folder, caplog):
+    bad = image_folder / "train" / "cat" / "005.png"
+    bad.write_text("not a png\n")
+    (image_folder / "val" / "dog" / "empty.jpg").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="aw_keras.data"):
+        source = data.get_source(f"folder:{image_folder}")
+    assert source.skipped_files == {
+        str(bad): "not a PNG/JPEG/GIF/BMP image",
+        str(image_folder / "val" / "dog" / "empty.jpg"): "empty file"}
+    assert str(bad) in caplog.text and "left out 2 file(s)" in caplog.text
+    assert str(bad) not in source.split("train").files
+    assert source.split("train").num_examples == 10 and source.split("validation").num_examples == 6
+    # Every file left is read by the pipeline without error.
+    assert len(list(data.eval_dataset(source, "train", data.get_preset("small"), 4))) == 3
+    # A class whose every file is broken is a class without images: refused.
+    for path in (image_folder / "train" / "dog").iterdir():
+        path.write_text("broken")
+    with pytest.raises(data.DataError, match="dog.*5 file\\(s\\) that are not images"):
+        data.get_source(f"folder:{image_folder}")
+
+
+def test_sample_images_of_distinct_classes(image_folder):
+    source = data.get_source(f"folder:{image_folder}")
+    preset = data.get_preset("small")
+    images, labels = data.sample_images(source, "validation", preset, 4, distinct_classes=True)
+    assert labels.tolist() == [0, 1, 0, 1]  # the folder lists all cats first
+    np.testing.assert_array_equal(images[:, 0, 0, 0], [40, 140, 41, 141])
+    _, first = data.sample_images(source, "validation", preset, 3)
+    assert first.tolist() == [0, 0, 0]
+    memory = _memory_source()
+    _, labels = data.sample_images(memory, "validation", preset, 6, distinct_classes=True)
+    assert labels.tolist() == [0, 1, 2, 3, 0, 1]
 
 
 def _memory_source(n=40):
@@ -155,12 +206,17 @@ def test_imagenet_preset_is_the_papers_recipe_and_pipeline_shapes():
     x, _ = next(iter(data.eval_dataset(source, "validation", preset, 2)))
     assert x.shape == (2, 224, 224, 3)
     # Resize 256 (shorter side 260 -> 256) + center crop 224 of a constant image
-    # is that constant after normalization.
+    # is that constant; the preprocessing layer normalises it with the preset's
+    # statistics (no dataset statistics here).
     flat = np.full((1, 300, 260, 3), 128, np.uint8)
     source.splits["validation"] = data.Split(1, labels=np.zeros(1, np.int32), images=flat)
     x, _ = next(iter(data.eval_dataset(source, "validation", preset, 1)))
+    np.testing.assert_allclose(x.numpy()[0, 100, 100], [128.0] * 3, atol=1e-4)
+    layer = data.pipeline.preprocessing_layer(source, preset)
     expected = (128 / 255 - np.array(preset.mean)) / np.array(preset.std)
-    np.testing.assert_allclose(x.numpy()[0, 100, 100], expected, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(layer(x))[0, 100, 100], expected, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(layer(flat[:, :224, :224]))[0, 5, 5], expected,
+                               atol=1e-5)  # uint8 input works the same
     with pytest.raises(ValueError, match="Unknown preset"):
         data.get_preset("cifar")
 
@@ -231,6 +287,7 @@ def test_prepared_tfds_dataset_is_read_from_its_files_with_its_split_metadata(tm
     assert source.image_shape == (8, 8, 1)
     assert {k: (v.num_examples, v.tfds_split) for k, v in source.splits.items()} == {
         "train": (12, "train"), "validation": (6, "test"), "test": (6, "test")}
+    assert source.test_is_validation  # one split serves both: said so
     preset = data.get_preset("small")
     ds, steps = data.train_dataset(source, preset, 4, 0, 0, 1)
     assert steps == 3 and len(list(ds)) == 3

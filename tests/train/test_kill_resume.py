@@ -46,7 +46,8 @@ def test_kill_9_then_resume_then_corrupt_checkpoint(tmp_path, tiny_folder):
     assert after[:done] == before
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["epochs"] == epochs and metrics["model"] == "aw_resnet_cifar"
-    assert 0.0 <= metrics["top1_error"] <= 1.0 and metrics["top5_error"] == 0.0  # 2 classes
+    assert 0.0 <= metrics["top1_error"] <= 1.0
+    assert metrics["top5_error"] is None  # 2 classes: top-5 is not reported
     assert metrics["params"] > 0 and metrics["train_images_per_second"] > 0
     for name in ("best.keras", "last.keras", "plots/curves.png", "plots/attention_maps.png",
                  "run.json"):
