@@ -21,7 +21,9 @@ dead writer; temporaries whose process is still alive are kept unless a day
 old). The lock file stays (removing it would race with waiting processes).
 Where ``fcntl`` is missing (not POSIX) builds may overlap; each builds its own
 temporary and the first rename wins. ``$AW_KERAS_CACHE_DIR`` moves the cache
-root (`cache_root`).
+root (`cache_root`). Code whose entry is written by another library (e.g.
+``keras.utils.get_file``, which downloads straight to its target) holds the
+same lock with ``with cache.entry_lock(path): ...``.
 
 Example::
 
