@@ -328,7 +328,7 @@ def test_aw_export_on_a_saved_detector(saved_detector, detector, tmp_path, capsy
     code = cli.main([str(saved_detector), "--out", str(out), "--verify-data", str(data)])
     captured = capsys.readouterr()
     assert code == 0, captured.out[-3000:] + captured.err[-3000:]
-    name = detector.name
+    name = "detector"  # the .keras file's stem
     assert sorted(os.listdir(out)) == sorted([
         "saved_model", f"{name}_float32.tflite", f"{name}.onnx", f"{name}_decoder.json",
         "verification.json", "verification.md"])
@@ -349,4 +349,21 @@ def test_aw_export_refuses_int8_for_a_detector(saved_detector, tmp_path, capsys)
     captured = capsys.readouterr()
     assert code == 2
     assert "--quantization int8 is not supported for detectors" in captured.err
-    assert not out.exists() or os.listdir(out) == []
+    assert not out.exists()
+
+
+def test_aw_export_checks_a_detectors_class_names(saved_detector, detector, tmp_path, capsys):
+    import shutil
+
+    from aw_keras.export import labels
+
+    assert labels.class_count(detector) == 3  # labels 0..K-1 of the raw cls_logits
+    model_path = tmp_path / "best.keras"
+    shutil.copy(saved_detector, model_path)
+    (tmp_path / "run.json").write_text(json.dumps({"class_names": ["circle", "square"]}))
+    out = tmp_path / "exported"
+    code = cli.main([str(model_path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "holds 2 class names" in err and "has 3 classes (labels 0..2)" in err, err
+    assert not out.exists()

@@ -109,6 +109,9 @@ def test_verify_two_stage_saved_model(detector, images, tmp_path):
 def test_aw_export_cli_on_saved_faster_rcnn(detector, tmp_path, capsys):
     model_path = str(tmp_path / "frcnn.keras")
     detector.save(model_path)
+    # aw-train's run.json next to the model names the labels 0..K-1
+    names = ["circle", "square", "triangle"]
+    (tmp_path / "run.json").write_text(json.dumps({"class_names": names}))
     out = tmp_path / "export"
     code = cli.main([model_path, "--out", str(out), "--verify-samples", "3"])
     captured = capsys.readouterr()
@@ -116,10 +119,20 @@ def test_aw_export_cli_on_saved_faster_rcnn(detector, tmp_path, capsys):
     assert "saved_model only" in captured.out + captured.err
     assert os.path.isdir(out / "saved_model" / "1")
     assert not any(name.endswith((".tflite", ".onnx")) for name in os.listdir(out))
-    report = json.load(open(out / "verification.json"))
+
+    def refuse(constant):  # NaN / Infinity are not JSON
+        raise ValueError(f"verification.json holds {constant}")
+
+    report = json.loads((out / "verification.json").read_text(), parse_constant=refuse)
     assert report["failures"] == []
     assert [r["format"] for r in report["results"]] == ["saved_model"]
     assert report["results"][0]["passed"]
+    assert report["results"][0]["max_rel_error"] is None  # no raw outputs: null, not NaN
+    assert report["results"][0]["runtime"] == "tf.saved_model.load"
+    assert "| tf.saved_model.load |" in (out / "verification.md").read_text()
+    assert report["labels"]["passed"] is True and report["labels"]["classes"] == 3
+    for path in (out / "labels.txt", out / "saved_model" / "1" / "assets.extra" / "labels.txt"):
+        assert path.read_text().splitlines() == names
 
 
 @pytest.mark.parametrize("formats, needle", [("tflite", "CropAndResize"),
@@ -132,7 +145,7 @@ def test_aw_export_refuses_tflite_and_onnx(detector, tmp_path, capsys, formats, 
     err = capsys.readouterr().err
     assert code == 2, err
     assert needle in err and "saved_model" in err, err
-    assert not (out / "saved_model").exists()
+    assert not out.exists()  # refused: nothing written, not even an empty --out
 
 
 def test_check_two_stage_format(detector):
