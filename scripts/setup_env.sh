@@ -24,7 +24,7 @@ if [ ! -f "$fashion_dir/train-images-idx3-ubyte.gz" ] && command -v apt-get >/de
   fi
 fi
 
-# A C++ compiler builds the fused AWConv2D CPU kernel on first use (about 20 s, then
+# A C++ compiler builds the fused AWConv2D CPU kernel on first use (about a minute, then
 # cached); without one AWConv2D falls back to builtin ops (slower) and says so.
 if ! command -v c++ >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }; then
