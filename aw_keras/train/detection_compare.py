@@ -84,24 +84,41 @@ def markdown(summary, seeds, command):
     return "\n".join(lines) + "\n"
 
 
+def clipped_error_bars(means, stds, low=0.0, high=100.0):
+    """Matplotlib's ``yerr`` (2, N) for bars at ``means`` +- ``stds``, cut at ``low``
+    and ``high``: a metric in [0, 100] % never leaves that range, while mean +- std
+    of a few seeds can (two seeds of 0.1 % and 2.3 %: 1.2 +- 1.6 %)."""
+    import numpy as np
+
+    means = np.asarray(means, np.float64)
+    stds = np.asarray(stds, np.float64)
+    return np.stack([np.clip(np.minimum(stds, means - low), 0.0, None),
+                     np.clip(np.minimum(stds, high - means), 0.0, None)])
+
+
 def plot(summary, path):
     from aw_keras.train.plots import pyplot
 
     plt = pyplot()
     models = [m for m, e in summary["models"].items() if "map" in e]
-    figure, axis = plt.subplots(figsize=(2.2 + 1.6 * len(models), 3.6))
+    seeds = sorted({len(summary["models"][m]["per_seed"]) for m in models})
+    figure, axis = plt.subplots(figsize=(2.2 + 1.6 * len(models), 4.0))
     width = 0.38
     for offset, metric, label in ((-width / 2, "map", "mAP@[.5:.95]"),
                                   (width / 2, "map50", "mAP@0.5")):
         means = [100 * summary["models"][m][metric][0] for m in models]
         stds = [100 * (summary["models"][m][metric][1] or 0.0) for m in models]
-        axis.bar([i + offset for i in range(len(models))], means, width, yerr=stds, capsize=4,
-                 label=label)
+        axis.bar([i + offset for i in range(len(models))], means, width,
+                 yerr=clipped_error_bars(means, stds), capsize=4, label=label)
     axis.set_xticks(range(len(models)), models, rotation=15, fontsize=8)
-    axis.set_ylabel("% (mean +- std over seeds)")
+    axis.set_ylabel("% (mean over seeds)")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3, axis="y")
-    figure.tight_layout()
+    count = "/".join(str(n) for n in seeds) or "0"
+    figure.text(0.01, 0.01, f"error bars: +- 1 std over {count} seed(s), cut at 0 and 100 % "
+                "(mAP cannot leave them);\nwith few seeds the std itself is very uncertain",
+                fontsize=7, va="bottom")
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -47,7 +47,8 @@ def _draw_boxes(axis, boxes, labels, names, color, scores=None):
 
 def plot_predictions(model, dataset, split, path, count=4):
     """``count`` validation images: ground truth in green, predictions with a
-    score of at least 0.3 in red (label and score)."""
+    score of at least 0.3 in red (label and score). An image without such a
+    prediction says so, with its best score."""
     plt = pyplot()
     images, targets, _ = next(iter(dataset))
     images = images[:count]
@@ -61,20 +62,27 @@ def plot_predictions(model, dataset, split, path, count=4):
         _draw_boxes(axis, np.asarray(targets["boxes"][i])[keep], labels[keep], split.class_names,
                     "tab:green")
         scores = np.asarray(predictions["confidence"][i])
-        shown = (scores >= SCORE_TO_DRAW) & (np.arange(len(scores))
-                                             < int(predictions["num_detections"][i]))
+        valid = np.arange(len(scores)) < int(predictions["num_detections"][i])
+        shown = (scores >= SCORE_TO_DRAW) & valid
         _draw_boxes(axis, np.asarray(predictions["boxes"][i])[shown],
                     np.asarray(predictions["labels"][i])[shown], split.class_names, "tab:red",
                     scores[shown])
+        if not shown.any():
+            best = f"best {float(scores[valid].max()):.2f}" if valid.any() else "none at all"
+            axis.text(0.5, 0.02, f"no detection with score >= {SCORE_TO_DRAW} ({best})",
+                      transform=axis.transAxes, ha="center", va="bottom", fontsize=7,
+                      color="white", bbox=dict(facecolor="tab:red", alpha=0.8, pad=1,
+                                               linewidth=0))
         axis.set_axis_off()
     figure.suptitle(f"validation images: ground truth (green), predictions >= {SCORE_TO_DRAW} "
                     "(red)", fontsize=9)
     return save(figure, path, dpi=110)
 
 
-def plot_fpn_attention(backbone, images, path):
-    """For each AWConv2D of the FPN: its attention A on the first image, one row
-    per kernel tap, one column per output channel (values in [0, 1])."""
+def fpn_attention_figure(backbone, images):
+    """The figure of `plot_fpn_attention` (a matplotlib Figure), or None when the
+    FPN has no AWConv2D. The rows share the output-channel axis, labelled once
+    below the last row, so no row's tick labels run into the next row."""
     import keras
 
     layers = [layer for layer in aw_layers(backbone) if layer.name.startswith("fpn_")]
@@ -86,19 +94,33 @@ def plot_fpn_attention(backbone, images, path):
         inputs = [inputs]
     plt = pyplot()
     figure, axes = plt.subplots(len(layers), 1, figsize=(10, 1.1 * len(layers) + 1),
-                                squeeze=False)
+                                squeeze=False, sharex=True, layout="constrained")
     for axis, layer, x in zip(axes[:, 0], layers, inputs):
         attention = np.asarray(layer.attention_maps(x))[0]  # (kh, kw, C1, C2)
         taps = attention.mean(axis=2).reshape(-1, attention.shape[-1])
         image = axis.imshow(taps, aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis")
-        axis.set_ylabel(layer.name, rotation=0, ha="right", fontsize=8)
+        kh, kw = attention.shape[:2]
+        axis.set_ylabel(f"{layer.name}\n{kh}x{kw} taps", rotation=0, ha="right",
+                        va="center", fontsize=8)
         axis.set_yticks([])
+    for axis in axes[:-1, 0]:
+        axis.tick_params(axis="x", labelbottom=False)
     axes[-1, 0].set_xlabel("output channel")
     figure.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.02)
     figure.suptitle("FPN AWConv2D attention A (rows: kernel taps; mean over input channels)",
                     fontsize=9)
+    return figure
+
+
+def plot_fpn_attention(backbone, images, path):
+    """For each AWConv2D of the FPN: its attention A on the first image, one row
+    per kernel tap, one column per output channel (values in [0, 1]). Returns
+    ``path``, or None (nothing written) when the FPN has no AWConv2D."""
+    figure = fpn_attention_figure(backbone, images)
+    if figure is None:
+        return None
     figure.savefig(path, dpi=100)
-    plt.close(figure)
+    pyplot().close(figure)
     return path
 
 

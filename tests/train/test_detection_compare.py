@@ -66,3 +66,27 @@ def test_jobs_runs_in_parallel_or_refuses_a_bad_count(tmp_path):
     for bad in (0, True, "2"):
         with pytest.raises(ValueError, match="jobs"):
             detection_compare.compare_detectors(out, ["a", "b"], [0], [], jobs=bad)
+
+
+def test_error_bars_stay_within_the_possible_range(tmp_path, monkeypatch):
+    # two seeds far apart: mean +- std reaches below 0 %
+    yerr = detection_compare.clipped_error_bars([1.2, 50.0, 99.0], [1.6, 10.0, 3.0])
+    assert yerr.shape == (2, 3)
+    assert yerr[0].tolist() == pytest.approx([1.2, 10.0, 3.0])   # down to 0, not -0.4
+    assert yerr[1].tolist() == pytest.approx([1.6, 10.0, 1.0])   # up to 100, not 102
+    # the plot draws them so, and says why
+    out = str(tmp_path)
+    _write_run(out, "a", 0, 0.001, 0.004, 0.0)
+    _write_run(out, "a", 1, 0.023, 0.09, 0.001)
+    captured = {}
+    from aw_keras.train import plots
+
+    plt = plots.pyplot()
+    monkeypatch.setattr(plt, "close", lambda figure: captured.setdefault("figure", figure))
+    detection_compare.compare_detectors(out, ["a"], [0, 1], [], log=lambda *_: None)
+    figure = captured["figure"]
+    lows = [segment[:, 1].min() for collection in figure.axes[0].collections
+            for segment in collection.get_segments()]
+    assert lows and min(lows) >= 0.0, lows
+    caption = " ".join(text.get_text() for text in figure.texts)
+    assert "cut at 0 and 100 %" in caption and "2 seed(s)" in caption, caption
