@@ -21,8 +21,12 @@ Datasets: ``coco:DIR`` (the COCO 2017 layout, `aw_keras.data.load_coco`) or
 The run directory holds what a classification run holds (``run.json``,
 checkpoints, ``history.json``, ``metrics.json`` with ``map``/``map50``/``map75``
 and the size breakdown, ``best.keras`` by validation mAP, ``last.keras``,
-TensorBoard logs) and the plots of `aw_keras.train.detection_plots`. Resuming
-(``resume=True``) continues from the last finished epoch.
+TensorBoard logs) and the plots of `aw_keras.train.detection_plots`. ``run.json``
+and ``metrics.json`` list ``class_names`` (the name of label 0, 1, ...). Resuming
+(``resume=True``) continues from the last finished epoch. The saved detectors take
+raw RGB images, float32 0-255, at ``image_size``: the backbone normalises them.
+A training split without a usable image or box is a `UsageError` with its skip
+counts, before anything is written; ``config`` itself is not modified.
 
 ``init_from`` (``--init-from PATH|imagenet``) starts the backbone from a trained
 model with `aw_keras.applications.from_pretrained`: a plain FPN backbone or a
