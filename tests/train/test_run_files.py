@@ -151,3 +151,41 @@ def test_saved_models_hold_no_optimizer_and_load_without_warnings(finished_run, 
         model = keras.saving.load_model(path)  # compile=True: the default
     assert not [str(w.message) for w in caught if "optimizer" in str(w.message).lower()]
     assert model.count_params() > 0
+
+
+def test_init_from_a_keras_file_without_input_normalisation(finished_run, tmp_path):
+    """A .keras written before models carried their normalisation took normalised
+    images; the converted model puts the pipeline's normalisation in front of it and
+    starts with exactly its accuracy."""
+    import keras
+
+    from aw_keras import applications
+    from aw_keras import data
+
+    source = data.get_source(f"folder:{finished_run['data']}")
+    preset = data.get_preset("small")
+    old = applications.get_model("resnet_cifar", input_shape=(8, 8, 1), classes=2,
+                                 **json.loads(TINY_KWARGS))
+    old_path = str(tmp_path / "old.keras")
+    old.save(old_path)
+    mean, std = data.normalization(source, preset)
+    images, labels = _raw_images(finished_run["data"], "val")
+    normalised = (images.astype(np.float32) / 255.0 - np.asarray(mean)) / np.asarray(std)
+    probs = old.predict(normalised, verbose=0)
+    old_accuracy = float(np.mean(probs.argmax(-1) == labels))
+    old_loss = float(keras.losses.CategoricalCrossentropy(label_smoothing=preset.label_smoothing)(
+        np.eye(2)[labels], probs))
+
+    out = str(tmp_path / "tuned")
+    status, _, err = _CaptureCli().run(
+        "resnet_cifar", "--dataset", f"folder:{finished_run['data']}", "--epochs", "1",
+        "--batch-size", "4", "--model-kwargs", TINY_KWARGS, "--attention-images", "0",
+        "--verbose", "0", "--checkpoint-steps", "0", "--init-from", old_path, "--out", out)
+    assert status == 0, err[-3000:]
+    init = _read(os.path.join(out, "metrics.json"))["init_eval"]
+    assert init["val_accuracy"] == pytest.approx(old_accuracy, abs=1e-9)
+    assert init["val_loss"] == pytest.approx(old_loss, rel=1e-4)
+    tuned = keras.saving.load_model(os.path.join(out, "last.keras"), compile=False)
+    assert isinstance(tuned.get_layer("input_normalization"), keras.layers.Normalization)
+    assert [layer.name for layer in tuned.layers[:3]] == ["image", "input_normalization",
+                                                          old.layers[1].name]
