@@ -22,8 +22,12 @@ import os
 import re
 import sys
 
-from aw_keras.train.run import RunConfig
-from aw_keras.train.run import UsageError
+from aw_keras.utils import tf_quiet
+
+# --batch-size defaults: detection images are larger (128-512 px) and each holds
+# several boxes, so a detector's default batch is much smaller.
+CLASSIFICATION_BATCH_SIZE = 128
+DETECTION_BATCH_SIZE = 8
 
 
 def _int_at_least(minimum, flag):
@@ -53,16 +57,20 @@ def _positive_float(flag):
     return parse
 
 
-def _json_object(text):
-    try:
-        value = json.loads(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"--model-kwargs must be a JSON object such as '{{\"width\": 8}}', got {text!r} "
-            f"({error})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"--model-kwargs must be a JSON object, got {text!r}")
-    return value
+def _json_object(flag, example):
+    def parse(text):
+        try:
+            value = json.loads(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be a JSON object such as '{example}', got {text!r} ({error})") \
+                from None
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f"{flag} must be a JSON object such as "
+                                             f"'{example}', got {text!r}")
+        return value
+
+    return parse
 
 
 def build_parser():
@@ -82,8 +90,9 @@ def build_parser():
     add("--out", required=True, help="output directory (new/empty, or this run's with --resume)")
     add("--epochs", type=_int_at_least(1, "--epochs"), default=None,
         help="epochs (default: the preset's)")
-    add("--batch-size", type=_int_at_least(1, "--batch-size"), default=128,
-        help="global batch size (default 128)")
+    add("--batch-size", type=_int_at_least(1, "--batch-size"), default=None,
+        help=f"global batch size (default {CLASSIFICATION_BATCH_SIZE} for classification, "
+             f"{DETECTION_BATCH_SIZE} for detection)")
     add("--preset", choices=("small", "small_noflip", "imagenet"), default=None,
         help="training recipe (default: small for images <= 64 px, else imagenet)")
     add("--learning-rate", type=_positive_float("--learning-rate"), default=None,
@@ -93,7 +102,7 @@ def build_parser():
         help="use only the first N training images")
     add("--val-examples", type=_int_at_least(1, "--val-examples"), default=None,
         help="validate on only the first N validation images")
-    add("--model-kwargs", type=_json_object, default={},
+    add("--model-kwargs", type=_json_object("--model-kwargs", '{"width": 8}'), default={},
         help="JSON object of extra builder arguments, e.g. '{\"blocks\": [1, 1, 1]}'")
     add("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add("--init-from", default=None, metavar="PATH|imagenet",
@@ -119,7 +128,8 @@ def build_parser():
              "\"rpn_post_nms_top_k_train\": 100, \"rpn_pre_nms_top_k_test\": 100, "
              "\"rpn_post_nms_top_k_test\": 50, \"roi_samples_per_image\": 64, "
              "\"representation_size\": 128}'")
-    add("--detector-kwargs", type=_json_object, default={},
+    add("--detector-kwargs",
+        type=_json_object("--detector-kwargs", '{"pre_logits_num_conv_layers": 2}'), default={},
         help="detection: JSON object of extra detector arguments, e.g. "
              "'{\"pre_logits_num_conv_layers\": 2}' (lighter RetinaNet heads) or the "
              "faster_rcnn small-image settings above")
@@ -131,7 +141,10 @@ def build_parser():
 
 
 def check_early(args):
-    """Checks that need no TensorFlow, so bad input fails in a second."""
+    """Checks of the arguments parsed by `build_parser` that train nothing, so bad
+    input fails before any file is written; raises UsageError."""
+    from aw_keras.train.run import UsageError
+
     init_from = args.init_from
     if init_from is not None and init_from != "imagenet":
         if not init_from.endswith((".keras", ".h5")):
@@ -171,6 +184,8 @@ def check_early(args):
                                  f"aw_resnet50_fpn); {args.model} is a classifier.")
         if args.dataset is None:
             args.dataset = "fashion_mnist"
+    if args.batch_size is None:
+        args.batch_size = DETECTION_BATCH_SIZE if detection else CLASSIFICATION_BATCH_SIZE
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise UsageError(f"--data-dir {args.data_dir!r} does not exist or is not a directory.")
     spec = args.dataset
@@ -202,7 +217,10 @@ def option_message(message, parser):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    tf_quiet.import_tensorflow()  # after parsing: --help and usage errors need no TensorFlow
     from aw_keras.data import DataError
+    from aw_keras.train.run import RunConfig
+    from aw_keras.train.run import UsageError
 
     try:
         check_early(args)

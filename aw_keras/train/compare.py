@@ -35,11 +35,11 @@ import time
 
 from aw_keras.train import plots
 from aw_keras.train.checkpoint import atomic_write_json
-from aw_keras.train.run import UsageError
 from aw_keras.train.stats import CONFIDENCE
 from aw_keras.train.stats import TEST_NAME
 from aw_keras.train.stats import paired_difference
 from aw_keras.train.stats import verdict
+from aw_keras.utils import tf_quiet
 
 SETTINGS_FILE = "compare_settings.json"
 # aw-train options that aw-compare sets itself, per run.
@@ -104,6 +104,7 @@ def _seed(text):
 def check_arguments(args, train_args):
     """Everything that can be checked before any file is written; raises UsageError."""
     from aw_keras import applications
+    from aw_keras.train.run import UsageError
     from aw_keras.train import cli as train_cli
 
     models = [m.lower() for m in args.models]
@@ -143,6 +144,8 @@ def settings_of(args, train_args):
 
 def prepare_output_dir(out, settings):
     """Refuses an output directory holding anything but this comparison."""
+    from aw_keras.train.run import UsageError
+
     path = os.path.join(out, SETTINGS_FILE)
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out!r} exists and is not a directory.")
@@ -200,6 +203,7 @@ class Runner:
         self.train_args, self.jobs, self.log = list(train_args), jobs, log
         self._lock = threading.Lock()
         self._children = set()
+        self.reused = 0  # finished runs found and reused, not trained again
 
     def command(self, model, seed, epochs, directory):
         command = [sys.executable, "-m", "aw_keras.train.cli", model, "--dataset", self.dataset,
@@ -223,6 +227,8 @@ class Runner:
         directory = run_dir(self.out, model, seed, epochs if extended else None)
         metrics_path = os.path.join(directory, "metrics.json")
         if os.path.isfile(metrics_path):
+            with self._lock:
+                self.reused += 1
             self.log(f"[aw-compare] {label} {model} seed {seed}: finished earlier, reusing "
                      f"{directory}")
             return 0
@@ -241,7 +247,7 @@ class Runner:
             for line in process.stdout:
                 log_file.write(line)
                 log_file.flush()
-                if self.jobs == 1:
+                if self.jobs == 1 and (not tf_quiet.enabled() or not tf_quiet.is_noise(line)):
                     sys.stdout.write("    " + line)
                     sys.stdout.flush()
             process.wait()
@@ -329,12 +335,14 @@ def summarize(models, baseline, seeds, runs):
             continue
         errors = [r["top1_error"] for r in done.values()]
         mean, std = _mean_std(errors)
-        speeds = [r["train_images_per_second"] for r in done.values()
-                  if r.get("train_images_per_second")]
+        speeds = [steady_speed(r) for r in done.values()]
+        speeds = [(speed, steady) for speed, steady in speeds if speed]
         first = next(iter(done.values()))
         summary["models"][model] = {
             "params": first.get("params"), "gflops": first.get("gflops"),
-            "train_images_per_second": float(np.median(speeds)) if speeds else None,
+            "train_images_per_second": (float(np.median([speed for speed, _ in speeds]))
+                                        if speeds else None),
+            "speed_includes_tracing": not all(steady for _, steady in speeds),
             "train_seconds_median": float(np.median([r["train_seconds"] for r in done.values()])),
             "epochs": first.get("epochs"),
             "mean": mean, "std": std, "ci95_of_mean": _mean_interval(errors)[1],
@@ -355,16 +363,51 @@ def summarize(models, baseline, seeds, runs):
     return summary
 
 
+# A history entry's training images/s counted from the end of the epoch's first
+# step, where aw-train records it: a process's first step traces the graph.
+AFTER_FIRST_STEP = "images_per_second_after_first_step"
+TRACING_NOTE = ("no equal-time comparison: every run trained each epoch as the first of its "
+                "process, whose time is dominated by the one-time graph tracing, and no timing "
+                "without it was recorded; use --epochs 2 or more")
+
+
+def _weighted_speed(entries, key):
+    seconds = sum(h["train_seconds"] for h in entries)
+    if not seconds:
+        return None
+    return sum(h[key] * h["train_seconds"] for h in entries) / seconds
+
+
+def steady_speed(run):
+    """``(images/s, steady)``: a finished run's training speed without graph tracing
+    and the fused kernel's one-time build (``steady`` True), from the epochs after
+    a process's first, else from each epoch's time after its first step; where
+    neither was recorded, aw-train's own figure with ``steady`` False."""
+    history = run.get("history") or []
+    if not history or not all("first_epoch_of_process" in h for h in history):
+        return run.get("train_images_per_second"), True  # aw-train's steady figure
+    later = [h for h in history if not h["first_epoch_of_process"]]
+    if later:
+        return _weighted_speed(later, "images_per_second"), True
+    if all(h.get(AFTER_FIRST_STEP) for h in history):
+        return _weighted_speed(history, AFTER_FIRST_STEP), True
+    return run.get("train_images_per_second"), False
+
+
 def time_ratio(model_runs, baseline_runs):
     """Median over paired seeds of the model's training time per image over the
-    baseline's, from aw-train's steady-state images/s (epochs after a process's
-    first, so graph tracing and the fused kernel's one-time build do not count)."""
+    baseline's, from `steady_speed` (graph tracing and the fused kernel's one-time
+    build do not count); None when no seed has a steady speed of both runs."""
     import numpy as np
 
-    ratios = [baseline_runs[s]["train_images_per_second"] / model_runs[s]["train_images_per_second"]
-              for s in model_runs if s in baseline_runs
-              and model_runs[s].get("train_images_per_second")
-              and baseline_runs[s].get("train_images_per_second")]
+    ratios = []
+    for seed in model_runs:
+        if seed not in baseline_runs:
+            continue
+        (mine, mine_steady), (base, base_steady) = (steady_speed(model_runs[seed]),
+                                                    steady_speed(baseline_runs[seed]))
+        if mine and base and mine_steady and base_steady:
+            ratios.append(base / mine)
     return float(np.median(ratios)) if ratios else None
 
 
@@ -374,6 +417,13 @@ def equal_time_epochs(epochs, ratio):
 
 
 # --------------------------------------------------------------------- report
+
+
+def _count(number, noun):
+    """"1 epoch", "3 epochs" ("? epochs" for an unknown number)."""
+    if number is None:
+        return f"? {noun}s"
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _pp(value):
@@ -396,6 +446,7 @@ def markdown(summary, command, seeds, header):
     lines = [header, "", f"Command: `{command}`", ""]
     lines += ["| model | params | GFLOPs | train images/s | top-1 error % (mean +- std) | "
               "per-seed top-1 error % |", "|---|---:|---:|---:|---:|---|"]
+    tracing = False
     for model, entry in summary["models"].items():
         if not entry["per_seed"]:
             lines.append(f"| {model} | | | | no finished run | |")
@@ -403,10 +454,18 @@ def markdown(summary, command, seeds, header):
         std = "n/a" if entry["std"] is None else f"{100 * entry['std']:.2f}"
         gflops = "n/a" if entry["gflops"] is None else f"{entry['gflops']:.3g}"
         speed = entry["train_images_per_second"]
+        speed = "n/a" if speed is None else f"{speed:.0f}"
+        if entry.get("speed_includes_tracing"):
+            speed += " (incl. tracing)"
+            tracing = True
         lines.append(
             f"| {model} | {entry['params']:,} | {gflops} | "
-            f"{'n/a' if speed is None else f'{speed:.0f}'} | {_pp(entry['mean'])} +- {std} | "
+            f"{speed} | {_pp(entry['mean'])} +- {std} | "
             + ", ".join(f"{_pp(v)} (seed {s})" for s, v in entry["per_seed"].items()) + " |")
+    if tracing:
+        lines += ["", "incl. tracing: each epoch of these runs was the first of its process, so "
+                  "its time includes the one-time graph tracing, which dominates short runs; "
+                  "these images/s are far below the steady speed and do not compare models."]
     baseline = summary["baseline"]
     lines += ["", f"Paired against **{baseline}** (difference = model - baseline in percentage "
               f"points of top-1 error; negative means fewer errors; {TEST_NAME}, "
@@ -429,8 +488,11 @@ def markdown(summary, command, seeds, header):
                   "95 % CI (pp) | p-value | verdict |", "|---|---:|---:|---:|---:|---:|---|"]
         for model, entry in equal.items():
             if entry.get("note"):
-                lines.append(f"| {model} | {entry['time_ratio']:.2f} | "
-                             f"{entry['baseline_epochs']} | | | | {entry['note']} |")
+                ratio = "n/a" if entry["time_ratio"] is None else f"{entry['time_ratio']:.2f}"
+                baseline_epochs = ("n/a" if entry["baseline_epochs"] is None
+                                   else entry["baseline_epochs"])
+                lines.append(f"| {model} | {ratio} | {baseline_epochs} | | | | "
+                             f"{entry['note']} |")
                 continue
             result = entry["paired"]
             lines.append(f"| {model} | {entry['time_ratio']:.2f} | {entry['baseline_epochs']} | "
@@ -439,12 +501,46 @@ def markdown(summary, command, seeds, header):
     return "\n".join(lines) + "\n"
 
 
+def error_bars(summary):
+    """The 95 % intervals `plot_comparison` draws, in percent, clipped to the values
+    that are possible: an error rate lies in [0, 100] %, and a mean paired
+    difference in [-b, 100 - b] pp where b is the baseline's mean error on those
+    seeds. (A t-interval of few seeds is wide: with two seeds it is 12.7 standard
+    errors either side and easily passes those limits.)
+
+    Returns ``{"models": {model: (mean, low, high, clipped)}, "paired": {...}}``;
+    ``low``/``high`` are None where there is no interval (one seed)."""
+
+    def clip(mean, ci, lowest, highest):
+        if ci is None:
+            return mean, None, None, False
+        low, high = 100 * ci[0], 100 * ci[1]
+        clipped = low < lowest or high > highest
+        return mean, max(low, lowest), min(high, highest), clipped
+
+    bars = {"models": {}, "paired": {}}
+    for model, entry in summary["models"].items():
+        if entry["per_seed"]:
+            bars["models"][model] = clip(100 * entry["mean"], entry["ci95_of_mean"], 0.0, 100.0)
+    base_errors = summary["models"].get(summary["baseline"], {}).get("per_seed", {})
+    for model, result in summary["paired"].items():
+        seeds = [str(s) for s in result.get("seeds", [])]
+        known = [base_errors[s] for s in seeds if s in base_errors]
+        base = 100 * sum(known) / len(known) if known else 0.0
+        lowest, highest = (-base, 100.0 - base) if known else (-100.0, 100.0)
+        bars["paired"][model] = clip(100 * result["mean_diff"], result["ci95"], lowest, highest)
+    return bars
+
+
 def plot_comparison(summary, path):
-    """Per-seed errors with mean and 95 % CI per model, and the paired differences."""
+    """Per-seed errors with mean and 95 % CI per model, and the paired differences;
+    intervals clipped to the possible range (see `error_bars`), said on the figure."""
     import numpy as np
 
     plt = plots.pyplot()
     models = [m for m, e in summary["models"].items() if e["per_seed"]]
+    bars = error_bars(summary)
+    clipped = False
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     rng = np.random.default_rng(0)
     for i, model in enumerate(models):
@@ -452,21 +548,20 @@ def plot_comparison(summary, path):
         values = 100 * np.array(list(entry["per_seed"].values()))
         axes[0].scatter(i + rng.uniform(-0.08, 0.08, values.size), values, s=18, alpha=0.6,
                         color="tab:gray", zorder=2)
-        ci = entry["ci95_of_mean"]
-        low, high = (100 * entry["mean"], 100 * entry["mean"]) if ci is None else (
-            100 * ci[0], 100 * ci[1])
-        axes[0].errorbar(i + 0.2, 100 * entry["mean"], yerr=[[100 * entry["mean"] - low],
-                                                             [high - 100 * entry["mean"]]],
-                         fmt="o", color="tab:blue", capsize=4, zorder=3)
+        mean, low, high, cut = bars["models"][model]
+        clipped |= cut
+        yerr = None if low is None else [[mean - low], [high - mean]]
+        axes[0].errorbar(i + 0.2, mean, yerr=yerr, fmt="o", color="tab:blue", capsize=4,
+                         zorder=3)
     axes[0].set_xticks(range(len(models)), models, rotation=20, ha="right")
     axes[0].set_ylabel("top-1 test error %")
     axes[0].set_title("per seed (grey), mean and 95 % CI (blue)")
     axes[0].grid(alpha=0.3)
     paired = summary["paired"]
-    for i, (model, result) in enumerate(paired.items()):
-        ci = result["ci95"]
-        mean = 100 * result["mean_diff"]
-        yerr = None if ci is None else [[mean - 100 * ci[0]], [100 * ci[1] - mean]]
+    for i, model in enumerate(paired):
+        mean, low, high, cut = bars["paired"][model]
+        clipped |= cut
+        yerr = None if low is None else [[mean - low], [high - mean]]
         axes[1].errorbar(i, mean, yerr=yerr, fmt="o", color="tab:red", capsize=4)
     axes[1].axhline(0.0, color="black", linewidth=0.8)
     axes[1].set_xticks(range(len(paired)), list(paired), rotation=20, ha="right")
@@ -474,6 +569,14 @@ def plot_comparison(summary, path):
     axes[1].set_title("paired difference, mean and 95 % CI")
     axes[1].grid(alpha=0.3)
     figure.tight_layout()
+    if clipped:
+        seeds = len(summary.get("settings", {}).get("seeds") or []) or None
+        few = f"{seeds} seeds" if seeds else "few seeds"
+        figure.text(0.5, 0.01, f"Bars are cut where the values end (an error lies in 0-100 %, "
+                    f"so does the baseline's error plus a difference): the 95 % t-interval "
+                    f"of {few} reaches past them.", ha="center", va="bottom", fontsize=8,
+                    style="italic")
+        figure.subplots_adjust(bottom=max(figure.subplotpars.bottom, 0.27))
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
@@ -549,9 +652,11 @@ def compare(args, train_args, command_line, log=print):
                            "command": command_line}
     epochs = args.epochs or next((e["epochs"] for e in summary["models"].values()
                                   if e.get("epochs")), None)
-    header = (f"aw-compare on {args.dataset}, {epochs} epochs, seeds "
+    reused = (f" ({runner.reused} finished run{'s' if runner.reused != 1 else ''} reused)"
+              if runner.reused else "")
+    header = (f"aw-compare on {args.dataset}, {_count(epochs, 'epoch')}, seeds "
               f"{' '.join(map(str, args.seeds))}; top-1 error of the last model on the test "
-              f"split; this invocation took {minutes:.1f} min (finished runs reused).")
+              f"split; this invocation took {minutes:.1f} min{reused}.")
     text = markdown(summary, command_line, args.seeds, header)
     for model, entry in summary["models"].items():
         if entry.get("missing_seeds"):
@@ -592,6 +697,9 @@ def equal_time(args, runner, models, baseline, runs, summary, log):
         mine = {s: runs[(model, s)] for s in args.seeds if (model, s) in runs}
         ratio = time_ratio(mine, base)
         if ratio is None:
+            if any(s in base for s in mine):  # paired runs without a steady speed
+                summary.setdefault("equal_time", {})[model] = {
+                    "time_ratio": None, "baseline_epochs": None, "note": TRACING_NOTE}
             continue
         epochs = next(iter(base.values()))["epochs"]
         plans[model] = (ratio, epochs, equal_time_epochs(epochs, ratio))
@@ -601,7 +709,7 @@ def equal_time(args, runner, models, baseline, runs, summary, log):
         log(f"[aw-compare] equal training time: training {baseline} again for "
             f"{', '.join(map(str, extra))} epochs")
     failed = runner.run_all(jobs)
-    summary["equal_time"] = {}
+    summary.setdefault("equal_time", {})
     for model, (ratio, epochs, longer) in plans.items():
         entry = {"time_ratio": ratio, "baseline_epochs": longer}
         if longer == epochs:
@@ -653,6 +761,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     mine, train_args = split_arguments(argv)
     args = build_parser().parse_args(mine)
+    tf_quiet.import_tensorflow()  # after parsing: --help and usage errors need no TensorFlow
+    from aw_keras.train.run import UsageError
+
     command_line = "aw-compare " + " ".join(shlex.quote(a) for a in argv)
     try:
         return compare(args, train_args, command_line)

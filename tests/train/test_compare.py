@@ -100,6 +100,7 @@ def test_analysis_of_finished_runs(capsys, tmp_path):
                              "--epochs", "2", "--out", str(out))
     assert status == 0, stdout
     assert stdout.count("finished earlier, reusing") == 9
+    assert "(9 finished runs reused)" in stdout
     result = json.load(open(out / "comparison.json"))
     assert result["baseline"] == "resnet_cifar"
     assert result["models"]["aw_resnet_cifar"]["per_seed"] == {"0": 0.18, "1": 0.19, "2": 0.185}
@@ -134,6 +135,94 @@ def test_one_seed_still_prints_the_table(capsys, tmp_path):
     result = json.load(open(out / "comparison.json"))
     assert result["paired"]["aw_resnet_cifar"]["ci95"] is None
     assert "equal_time" not in result
+
+
+FAKE_TRAIN = r"""
+import json, os, sys
+args = sys.argv[1:]
+model, out, seed = args[0], args[args.index("--out") + 1], int(args[args.index("--seed") + 1])
+epochs = int(args[args.index("--epochs") + 1])
+speed = {"resnet_cifar": 120.0, "aw_resnet_cifar": 80.0}[model]  # tracing-dominated
+sys.stderr.write("I0000 00:00:1796665971.557507    4943 cudart_stub.cc:31] Could not find "
+                 "cuda drivers on your machine, GPU will not be used.\n")
+os.makedirs(out)
+history = [{"epoch": e + 1, "train_seconds": 10.0, "val_accuracy": 0.5, "train_steps": 8,
+            "images_per_second": speed, "first_epoch_of_process": True}
+           for e in range(epochs)]
+for entry in history:
+    print(f"Epoch {entry['epoch']}/{epochs}", flush=True)
+json.dump(history, open(os.path.join(out, "history.json"), "w"))
+json.dump({"top1_error": 0.2 + 0.01 * seed + (0.02 if model == "resnet_cifar" else 0),
+           "params": 1000, "gflops": 0.5, "epochs": epochs,
+           "train_images_per_second": speed}, open(os.path.join(out, "metrics.json"), "w"))
+"""
+
+
+def test_one_epoch_sweep_says_what_it_cannot_measure(capsys, tmp_path, monkeypatch):
+    """One epoch per run: its images/s include graph tracing, so there is no
+    equal-time comparison (and no baseline trained longer on that basis), the table
+    says so; "1 epoch", reuse said only when runs were reused; the children's
+    TensorFlow start-up lines are kept off aw-compare's output (aw-train stands in
+    for a fake that writes a finished run)."""
+    fake = tmp_path / "fake_aw_train.py"
+    fake.write_text(FAKE_TRAIN)
+    command = compare.Runner.command
+    monkeypatch.setattr(compare.Runner, "command", lambda self, *a: [
+        sys.executable, str(fake), *command(self, *a)[3:]])
+    monkeypatch.delenv("AW_KERAS_TF_LOGS", raising=False)
+    out = tmp_path / "cmp"
+    argv = ["resnet_cifar", "aw_resnet_cifar", "--seeds", "0", "1", "--epochs", "1",
+            "--out", str(out)]
+    status, stdout, _ = _run(capsys, *argv)
+    assert status == 0, stdout
+    assert "    Epoch 1/1" in stdout and "cudart_stub" not in stdout
+    assert "cudart_stub" in (out / "logs" / "resnet_cifar_seed0.log").read_text()  # full log
+    header = next(line for line in stdout.splitlines() if line.startswith("aw-compare on"))
+    assert ", 1 epoch, seeds 0 1;" in header and "reused" not in header, header
+    result = json.load(open(out / "comparison.json"))
+    assert result["equal_time"]["aw_resnet_cifar"]["note"] == compare.TRACING_NOTE
+    assert result["models"]["aw_resnet_cifar"]["speed_includes_tracing"] is True
+    assert not (out / "runs" / "resnet_cifar_e2_seed0").exists()
+    text = (out / "comparison.md").read_text()
+    assert "| 80 (incl. tracing) |" in text and "graph tracing" in text
+    assert "| aw_resnet_cifar | n/a | n/a | | | | no equal-time comparison" in text
+
+    status, stdout, _ = _run(capsys, *argv)
+    assert status == 0 and "(4 finished runs reused)" in stdout
+
+
+def test_steady_speed_leaves_out_each_process_first_step_or_epoch():
+    def entry(first, speed, after=None):
+        return {"train_seconds": 10.0, "images_per_second": speed,
+                "first_epoch_of_process": first,
+                **({compare.AFTER_FIRST_STEP: after} if after else {})}
+
+    run = {"train_images_per_second": 100.0}
+    assert compare.steady_speed({**run, "history": [entry(True, 100.0), entry(False, 900.0)]}) \
+        == (900.0, True)
+    assert compare.steady_speed({**run, "history": [entry(True, 100.0, after=950.0)]}) \
+        == (950.0, True)
+    assert compare.steady_speed({**run, "history": [entry(True, 100.0)]}) == (100.0, False)
+
+
+def test_error_bars_are_clipped_to_the_possible_range(tmp_path):
+    """Two seeds: the t-interval (12.7 standard errors) passes 0 % and 100 %; the
+    bars stop there and the figure says why."""
+    summary = compare.summarize(
+        ["resnet_cifar", "aw_resnet_cifar"], "resnet_cifar", [0, 1],
+        {("resnet_cifar", 0): {"top1_error": 0.05, "train_seconds": 1.0},
+         ("resnet_cifar", 1): {"top1_error": 0.45, "train_seconds": 1.0},
+         ("aw_resnet_cifar", 0): {"top1_error": 0.10, "train_seconds": 1.0},
+         ("aw_resnet_cifar", 1): {"top1_error": 0.90, "train_seconds": 1.0}})
+    ci = summary["models"]["resnet_cifar"]["ci95_of_mean"]
+    assert ci[0] < 0 < 1 < ci[1]  # the unclipped interval
+    bars = compare.error_bars(summary)
+    assert bars["models"]["resnet_cifar"] == (pytest.approx(25.0), 0.0, 100.0, True)
+    mean, low, high, clipped = bars["paired"]["aw_resnet_cifar"]
+    # the baseline's mean error is 25 %: the difference lies in [-25, +75] pp
+    assert mean == pytest.approx(25.0) and (low, high, clipped) == (-25.0, 75.0, True)
+    path = compare.plot_comparison(summary, str(tmp_path / "comparison.png"))
+    assert os.path.getsize(path) > 10_000
 
 
 def test_equal_time_epochs():
