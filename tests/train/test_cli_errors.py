@@ -33,6 +33,9 @@ def _run(capsys, *argv):
     (["resnet_cifar", "--seed", "-1"], "--seed must be an integer >= 0"),
     (["resnet_cifar", "--model-kwargs", "{width: 8}"], "--model-kwargs must be a JSON object"),
     (["resnet_cifar", "--strategy", "horovod"], "invalid choice: 'horovod'"),
+    (["aw_resnet_small_fpn", "--detector-kwargs", "{anchor_size: 2}"],
+     r"--detector-kwargs must be a JSON object such as '\{\"pre_logits"),
+    (["aw_resnet_small_fpn", "--detector-kwargs", "[2]"], "--detector-kwargs must be a JSON obj"),
 ])
 def test_bad_input_exits_2_with_a_message_and_writes_nothing(capsys, tmp_path, argv, message):
     out = tmp_path / "out"
@@ -40,6 +43,17 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(capsys, tmp_path, a
     assert status == 2
     assert pytest.importorskip("re").search(message, err), err
     assert not out.exists()
+
+
+def test_detection_has_its_own_default_batch_size(tmp_path):
+    parser = cli.build_parser()
+    out = ["--out", str(tmp_path / "out")]
+    for argv, batch_size in ((["aw_resnet_small_fpn"], 8), (["resnet_cifar"], 128),
+                             (["aw_resnet_small_fpn", "--batch-size", "4"], 4)):
+        args = parser.parse_args(argv + out)
+        cli.check_early(args)
+        assert args.batch_size == batch_size, argv
+    assert "128 for classification, 8 for detection" in " ".join(parser.format_help().split())
 
 
 def test_bad_model_kwargs_for_the_builder_write_nothing(capsys, tmp_path, tiny_folder):
