@@ -19,6 +19,8 @@ Example:
 >>> model = keras.Model(inputs, outputs)
 """
 
+import numbers
+
 import keras
 import tensorflow as tf
 
@@ -27,6 +29,13 @@ from aw_keras.layers.pooling import adaptive_average_pool
 
 ATTENTION_MODES = ("residual", "multiplicative")
 IMPLEMENTATIONS = ("auto",) + tuple(aw_kernels.STRATEGIES)
+# The attention branch's BatchNormalization settings (see docs/layer_defaults.md):
+# 0.9 is PyTorch's default BatchNorm2d momentum 0.1 in Keras's convention.
+ATTENTION_BN_MOMENTUM = 0.9
+ATTENTION_BN_EPSILON = 1e-3
+# What configs without these keys were built with (Keras's BatchNormalization defaults).
+LEGACY_ATTENTION_BN_MOMENTUM = 0.99
+LEGACY_ATTENTION_BN_EPSILON = 1e-3
 
 
 def _positive_int(name, value):
@@ -35,6 +44,29 @@ def _positive_int(name, value):
     if value <= 0:
         raise ValueError(f"`{name}` must be a positive int, received {name}={value}.")
     return value
+
+
+def _unit_interval_float(name, value):
+    """A float in [0, 1) (a BatchNormalization momentum)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`{name}` must be a float in [0, 1), received {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` must be a float in [0, 1), received {name}={value!r}.")
+    return float(value)
+
+
+def _positive_float(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`{name}` must be a positive float, received {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    if not value > 0.0 or value == float("inf"):
+        raise ValueError(f"`{name}` must be a positive finite float, received {name}={value!r}.")
+    return float(value)
 
 
 def _int_pair(name, value):
@@ -79,6 +111,16 @@ class AWConv2D(keras.layers.Layer):
             shape, including the fused CPU kernel where allowed), or one of
             "taps", "per_sample", "matmul", "depthwise", "fused". All compute
             the same numbers; see `aw_keras.layers.aw_kernels`.
+        attention_bn_momentum: momentum of the attention branch's two
+            BatchNormalization layers (`squeeze_bn`, `excite_bn`), in Keras's
+            convention (moving = momentum * moving + (1 - momentum) * batch), a
+            float in [0, 1). Default 0.9 (PyTorch's default 0.1), so that the
+            moving statistics used at inference follow the weights within a
+            short training; Keras's own default 0.99 lags behind them for the
+            first few hundred steps (measured in docs/layer_defaults.md).
+            Settable after construction (`layer.attention_bn_momentum = 0.99`).
+        attention_bn_epsilon: epsilon of those two layers, a positive float.
+            Default 1e-3 (Keras's default).
 
     Only `data_format="channels_last"` and `groups=1` are supported; anything else
     raises a ValueError at construction.
@@ -115,6 +157,8 @@ class AWConv2D(keras.layers.Layer):
         spatial_reduction=1,
         attention_mode="residual",
         implementation="auto",
+        attention_bn_momentum=ATTENTION_BN_MOMENTUM,
+        attention_bn_epsilon=ATTENTION_BN_EPSILON,
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
@@ -166,6 +210,8 @@ class AWConv2D(keras.layers.Layer):
             )
         self.attention_mode = attention_mode
         self.implementation = implementation
+        self.attention_bn_momentum = attention_bn_momentum
+        self.attention_bn_epsilon = attention_bn_epsilon
         self.input_spec = keras.layers.InputSpec(min_ndim=4, max_ndim=4)
 
     # ---------------------------------------------------------------- properties
@@ -183,6 +229,43 @@ class AWConv2D(keras.layers.Layer):
                 f"implementation={value!r}."
             )
         self._implementation = value
+
+    @property
+    def attention_bn_momentum(self):
+        """The momentum of ``squeeze_bn`` and ``excite_bn``; settable.
+
+        Once built, the value is read from the two BatchNormalization layers
+        themselves, so code that sets their ``momentum`` directly (such as
+        ``aw_keras.train.run.set_bn_momentum``) is reflected here and in
+        `get_config`.
+        """
+        if self.built:
+            return self.squeeze_bn.momentum
+        return self._attention_bn_momentum
+
+    @attention_bn_momentum.setter
+    def attention_bn_momentum(self, value):
+        value = _unit_interval_float("attention_bn_momentum", value)
+        self._attention_bn_momentum = value
+        if self.built:
+            self.squeeze_bn.momentum = value
+            self.excite_bn.momentum = value
+
+    @property
+    def attention_bn_epsilon(self):
+        """The epsilon of ``squeeze_bn`` and ``excite_bn`` (fixed once built)."""
+        if self.built:
+            return self.squeeze_bn.epsilon
+        return self._attention_bn_epsilon
+
+    @attention_bn_epsilon.setter
+    def attention_bn_epsilon(self, value):
+        if self.built:
+            raise AttributeError(
+                "`attention_bn_epsilon` cannot change after the layer is built; pass it "
+                "to AWConv2D(...) instead."
+            )
+        self._attention_bn_epsilon = _positive_float("attention_bn_epsilon", value)
 
     @property
     def pooled_size(self):
@@ -255,12 +338,15 @@ class AWConv2D(keras.layers.Layer):
         self.squeeze_conv = keras.layers.Conv2D(
             self.squeeze_units, 1, use_bias=False, dtype=policy, name="squeeze_conv"
         )
-        self.squeeze_bn = keras.layers.BatchNormalization(dtype=policy, name="squeeze_bn")
+        bn_settings = dict(
+            momentum=self._attention_bn_momentum, epsilon=self._attention_bn_epsilon, dtype=policy
+        )
+        self.squeeze_bn = keras.layers.BatchNormalization(name="squeeze_bn", **bn_settings)
         self.excite_conv = keras.layers.Conv2D(
             self.output_groups * self.input_groups, 1, use_bias=False, dtype=policy,
             name="excite_conv",
         )
-        self.excite_bn = keras.layers.BatchNormalization(dtype=policy, name="excite_bn")
+        self.excite_bn = keras.layers.BatchNormalization(name="excite_bn", **bn_settings)
         pooled_shape = (None,) + self.pooled_size
         self.squeeze_conv.build(pooled_shape + (self.input_channels,))
         self.squeeze_bn.build(pooled_shape + (self.squeeze_units,))
@@ -414,6 +500,21 @@ class AWConv2D(keras.layers.Layer):
                 "spatial_reduction": self.spatial_reduction,
                 "attention_mode": self.attention_mode,
                 "implementation": self.implementation,
+                "attention_bn_momentum": self.attention_bn_momentum,
+                "attention_bn_epsilon": self.attention_bn_epsilon,
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds the layer from `get_config`'s dict.
+
+        A config without the attention BatchNorm keys (written before they
+        existed) gets the values those layers were built with, momentum 0.99 and
+        epsilon 1e-3, so a loaded model trains on exactly as it did.
+        """
+        config = dict(config)
+        config.setdefault("attention_bn_momentum", LEGACY_ATTENTION_BN_MOMENTUM)
+        config.setdefault("attention_bn_epsilon", LEGACY_ATTENTION_BN_EPSILON)
+        return super().from_config(config)

@@ -27,6 +27,11 @@ BAD_ARGUMENTS = [
     (dict(filters=8, kernel_size=3, implementation="fft"), ValueError, "implementation"),
     (dict(filters=8, kernel_size=3, data_format="channels_first"), ValueError, "data_format"),
     (dict(filters=8, kernel_size=3, groups=2), ValueError, "groups"),
+    (dict(filters=8, kernel_size=3, attention_bn_momentum=1.0), ValueError, "attention_bn_momentum"),
+    (dict(filters=8, kernel_size=3, attention_bn_momentum=-0.1), ValueError, "attention_bn_momentum"),
+    (dict(filters=8, kernel_size=3, attention_bn_momentum="0.9"), TypeError, "attention_bn_momentum"),
+    (dict(filters=8, kernel_size=3, attention_bn_epsilon=0.0), ValueError, "attention_bn_epsilon"),
+    (dict(filters=8, kernel_size=3, attention_bn_epsilon=None), TypeError, "attention_bn_epsilon"),
 ]
 
 
