@@ -33,12 +33,15 @@ def strict_json(path):
 
 @pytest.fixture(scope="module")
 def raw_model():
-    """A classifier in aw-train's form: raw 0-255 images in, Rescaling inside."""
+    """A classifier in aw-train's form: raw 0-255 images in, normalised inside
+    (a Rescaling, and a float32 Normalization as aw-train's input_normalization)."""
     from aw_keras.layers import AWConv2D
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3))
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
+    x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
+    x = keras.layers.Normalization(mean=[0.5, 0.4, 0.3], variance=[0.04, 0.09, 0.16],
+                                   dtype="float32", name="input_normalization")(x)
     x = AWConv2D(4, 3, padding="same")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
@@ -71,6 +74,7 @@ def test_raw_image_model_exports_with_its_class_names(raw_model, run_dir, tmp_pa
     assert report["labels"]["names"] == NAMES and report["labels"]["passed"] is True
     # verified on raw pixel values, the model's contract
     assert report["inputs"]["max"] > 1.0 and "0-255" in report["inputs"]["contract"]
+    assert "input_normalization" in report["inputs"]["contract"]
     assert "class names: 3 class names for 3 classes" in stdout
     # each artifact, run on its own on raw uint8 images, answers as Keras does
     images = np.random.default_rng(5).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
