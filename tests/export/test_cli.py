@@ -27,6 +27,9 @@ def run_main(argv, capsys):
         (["aw_resnet_cifar", "--quantization", "int4", "--out", "{out}"], "unknown quantization"),
         (["aw_resnet_cifar", "--weights", "nope.weights.h5", "--out", "{out}"], "weights file"),
         (["aw_resnet_cifar", "--out", "{blocker}/sub"], "Cannot write to output directory"),
+        (["aw_resnet_cifar", "--name", "a/b", "--out", "{out}"], "--name 'a/b' is not a file name"),
+        (["aw_resnet_cifar", "--class-names", "nope.txt", "--out", "{out}"],
+         "class names file 'nope.txt' does not exist"),
     ],
 )
 def test_usage_errors_exit_2(argv, message, tmp_path, capsys):
