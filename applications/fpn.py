@@ -27,7 +27,8 @@ backbone preprocesses them itself (``input_preprocessing``): ``"scale"`` (x / 25
 the default) or ``"caffe"`` (RGB -> BGR and the ImageNet mean subtracted, exactly
 ``keras.applications.resnet.preprocess_input``: what the keras.applications
 ImageNet ResNet weights expect; the builders pick it with ``weights="imagenet"``).
-Pretrained starts: ``weights="imagenet"`` (ResNet50/101 bodies, the Keras cache)
+Pretrained starts: ``weights="imagenet"`` (ResNet50/101 bodies: keras.applications'
+notop file, from the Keras cache or downloaded into it)
 or `aw_keras.applications.from_pretrained` from a trained plain FPN (same pyramid)
 or a classification ResNet (same body, fresh FPN); see docs/pretrained.md.
 
@@ -37,7 +38,7 @@ Example:
 >>> sorted(backbone.pyramid_outputs)                               # doctest: +SKIP
 ['P3', 'P4', 'P5', 'P6', 'P7']
 >>> features = backbone(images)        # {"P3": (N, 64, 64, 256), ..., "P7": (N, 4, 4, 256)}
->>> backbone = AWResNet50FPN(weights="imagenet")    # ImageNet body, Keras cache  # doctest: +SKIP
+>>> backbone = AWResNet50FPN(weights="imagenet")    # ImageNet body  # doctest: +SKIP
 """
 
 import keras
@@ -321,7 +322,8 @@ def _create_fpn(variant, body, input_shape=None, weights=None, input_preprocessi
     """The `FPNBackbone` of ``variant`` on ``body``; ``kwargs``: a builder's other
     arguments. ``weights``: None, a weights file of this backbone, or "imagenet"
     (or a keras.applications ImageNet file by its name): the keras.applications
-    ResNet50/101 ImageNet body, from the Keras cache, converted in (the FPN keeps
+    ResNet50/101 ImageNet body, from the Keras cache or downloaded into it
+    (`aw_keras.applications.imagenet_weights`), converted in (the FPN keeps
     its fresh initialisation). ``input_preprocessing="auto"``: "caffe" with
     ImageNet weights (what they expect), else "scale"."""
     weights = input_utils.validate_weights(weights)

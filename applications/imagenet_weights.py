@@ -1,14 +1,19 @@
-"""The keras.applications ImageNet weight files, found offline, for ``weights="imagenet"``.
+"""The keras.applications ImageNet weight files for ``weights="imagenet"``.
 
-aw_keras ships no pretrained weights and never downloads. ``weights="imagenet"`` on
-a ResNet50/101/152 or MobileNet builder means: take the keras.applications ImageNet
-file of the *plain* architecture from the Keras cache (``$KERAS_HOME/models/``, by
-default ``~/.keras/models/``; keras.applications puts it there the first time it
-downloads it), build the plain ``keras.applications`` model with it, and convert
-that model into the requested one with `aw_keras.applications.pretrained.transplant`.
-A missing file is a ValueError that names the file, the directory and how to get it.
+aw_keras ships no pretrained weights of its own. ``weights="imagenet"`` on a
+ResNet50/101/152 or MobileNet builder means: take the keras.applications ImageNet
+file of the *plain* architecture, build the plain ``keras.applications`` model with
+it, and convert that model into the requested one with
+`aw_keras.applications.pretrained.transplant`. The file is found as
+keras.applications finds it: in the Keras cache (``$KERAS_HOME/models/``, by default
+``~/.keras/models/``) if it is there (no network), else downloaded once into that
+cache with ``keras.utils.get_file`` from keras.applications' URL, checked against
+keras.applications' published hash (ResNets; keras.applications publishes none for
+MobileNet). An explicit path to the file works offline too. A failed download is a
+ValueError that names the file, the URL, the directory and the offline ways to
+provide it.
 
-Example (after ``keras.applications.ResNet50(weights="imagenet")`` cached the file once):
+Example:
 
 >>> from aw_keras import applications
 >>> model = applications.AWResNet50(weights="imagenet")   # = ResNet50 at initialisation
@@ -20,6 +25,13 @@ import re
 
 RESNET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 MOBILENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
+# keras.applications' MD5 hashes of the ResNet files (keras/src/applications/resnet.py):
+# (with the classifier, without).
+RESNET_HASHES = {
+    "resnet50": ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+    "resnet101": ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
+    "resnet152": ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+}
 MOBILENET_ALPHAS = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}
 MOBILENET_ROWS = (128, 160, 192, 224)
 KERAS_BUILDERS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152",
@@ -57,7 +69,8 @@ class ImageNetSource:
 
     ``architecture`` is "resnet50", "resnet101", "resnet152" or "mobilenet"; the
     other fields are the builder's resolved arguments. ``path``: an explicit file
-    (named as keras.applications names it), else the Keras cache is searched.
+    (named as keras.applications names it), else the Keras cache is searched, else
+    the file is downloaded into it (`download`).
     """
 
     architecture: str
@@ -86,7 +99,10 @@ class ImageNetSource:
             raise ValueError(
                 "`weights='imagenet'` with `include_top=True` needs `classes=1000` (the "
                 f"ImageNet classifier), got classes={self.classes}. Use include_top=False "
-                "and a head of your own for another number of classes.")
+                "and a head of your own for another number of classes, or "
+                "aw_keras.applications.from_pretrained('imagenet', MODEL_NAME, "
+                f"classes={self.classes}) for the ImageNet body with a freshly initialised "
+                "classifier.")
         if self.architecture == "mobilenet":
             if self.alpha not in MOBILENET_ALPHAS:
                 raise ValueError(
@@ -124,6 +140,34 @@ class ImageNetSource:
         base = MOBILENET_URL if self.architecture == "mobilenet" else RESNET_URL
         return base + self.file_name()
 
+    def file_hash(self):
+        """keras.applications' hash of `file_name` (None for MobileNet: none is published)."""
+        if self.architecture == "mobilenet":
+            return None
+        return RESNET_HASHES[self.architecture][0 if self.include_top else 1]
+
+    def download(self):
+        """Downloads `file_name` into the Keras cache as keras.applications does
+        (``keras.utils.get_file`` with its URL, ``cache_subdir="models"`` and its
+        hash); returns the path. Raises ValueError (naming the file, the URL, the
+        directory and the offline ways) when the download or the hash check fails."""
+        import keras
+
+        directory = keras_cache_dir()
+        try:
+            return keras.utils.get_file(
+                self.file_name(), self.url(), cache_subdir="models",
+                file_hash=self.file_hash(), cache_dir=os.path.dirname(directory))
+        except Exception as error:  # noqa: BLE001 - re-raised with the offline ways
+            raise ValueError(
+                f"`weights='imagenet'` needs the keras.applications pretrained ImageNet "
+                f"weights file {self.file_name()!r}. It is not in {directory!r} (the Keras "
+                "cache: $KERAS_HOME/models when KERAS_HOME is set, else ~/.keras/models), "
+                f"and downloading it from {self.url()} failed ({type(error).__name__}: "
+                f"{error}). On a machine with network, `python -c \"import keras; "
+                f"{self.keras_call()}\"` puts it into that cache; copy it into {directory!r} "
+                "here, or pass the file's path as `weights=`.") from error
+
     def keras_call(self):
         """The keras.applications call that downloads and caches the file."""
         args = ["weights='imagenet'"]
@@ -134,11 +178,13 @@ class ImageNetSource:
         return f"keras.applications.{KERAS_BUILDERS[self.architecture]}({', '.join(args)})"
 
     def resolve_path(self):
-        """The weights file: ``path`` if given (checked by name), else the cached file.
+        """The weights file: ``path`` if given (checked by name), else the cached
+        file, else the file `download` fetches into the cache.
 
         Raises:
-            ValueError: the file is not there (the message says which file to put
-                where, and how), or ``path`` is named for another architecture.
+            ValueError: ``path`` does not exist or is named for another
+                architecture, or the file is not cached and cannot be downloaded
+                (the message says which file to put where, and how).
         """
         if self.path is not None:
             path = os.fspath(self.path)
@@ -152,18 +198,16 @@ class ImageNetSource:
             if not os.path.isfile(path):
                 raise ValueError(f"`weights` file {path!r} does not exist.")
             return path
+        downloaded = getattr(self, "_downloaded", None)
+        if downloaded is not None and os.path.isfile(downloaded):
+            return downloaded
         directory = keras_cache_dir()
         for name in self.accepted_file_names():
             path = os.path.join(directory, name)
             if os.path.isfile(path):
                 return path
-        raise ValueError(
-            f"`weights='imagenet'` needs the keras.applications pretrained ImageNet weights "
-            f"file {self.file_name()!r} in {directory!r} (the Keras cache: $KERAS_HOME/models "
-            "when KERAS_HOME is set, else ~/.keras/models), and it is not there. aw_keras "
-            f"never downloads. Put it there with `python -c \"import keras; "
-            f"{self.keras_call()}\"` (keras.applications downloads and caches it) or download "
-            f"{self.url()} into that directory, or pass the file's path as `weights=`.")
+        self._downloaded = self.download()
+        return self._downloaded
 
     # ------------------------------------------------------------------ model
 

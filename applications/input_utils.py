@@ -44,8 +44,8 @@ def validate_weights(weights):
 
 def imagenet_source(weights, architecture, **model_args):
     """For `weights` "imagenet" or a keras.applications ImageNet file: the checked
-    `ImageNetSource` (the file must be there), else None. Call before building so
-    a missing file fails fast."""
+    `ImageNetSource` (its file found or downloaded), else None. Call before
+    building so a missing file fails fast."""
     from aw_keras.applications import imagenet_weights
 
     if weights != "imagenet" and not imagenet_weights.is_imagenet_file(weights):

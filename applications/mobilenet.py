@@ -3,8 +3,8 @@
 Structure, argument order and layer names follow ``keras.applications.MobileNet``
 (``conv1``, ``conv_dw_7``, ``conv_pw_7``, ``conv_preds``, ...); ``weights`` defaults
 to None and accepts None, a weights file of the model, or "imagenet" (the
-keras.applications MobileNet ImageNet file, from the Keras cache or by path,
-converted so the model starts as that network: `aw_keras.applications.pretrained`).
+keras.applications MobileNet ImageNet file, from the Keras cache, downloaded into
+it as keras.applications does, or by path; converted so the model starts as that network: `aw_keras.applications.pretrained`).
 
 Placement (the readings of the paper's Table 1 that reproduce its parameter
 counts: docs/table1.md):

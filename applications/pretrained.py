@@ -12,7 +12,8 @@ Sources: a `keras.Model` (``keras.applications.ResNet50/101/152`` or ``MobileNet
 one of ours), a ``.keras`` file, a ``.weights.h5`` file of the plain counterpart of
 ``model_name`` (built with ``builder_kwargs``), a keras.applications ImageNet file
 (``resnet50_weights_tf_dim_ordering_tf_kernels.h5``, ...), or ``"imagenet"`` (that
-file from the Keras cache, see `aw_keras.applications.imagenet_weights`).
+file from the Keras cache or downloaded into it, see
+`aw_keras.applications.imagenet_weights`).
 
 Example:
 
@@ -40,6 +41,7 @@ attention block's constant gate is compensated in other architectures.
 
 import inspect
 import json
+import logging
 import os
 import re
 import warnings
@@ -57,6 +59,13 @@ AW_INITIAL_ATTENTION = 0.5
 STRUCTURAL_KEYS = ("kernel_size", "strides", "padding", "dilation_rate", "depth_multiplier",
                    "activation", "epsilon", "center", "scale", "pool_size",
                    "max_value", "negative_slope", "threshold", "keepdims", "groups")
+
+
+logger = logging.getLogger("aw_keras")
+# The last layer of each ImageNet architecture's body (before the classifier head).
+IMAGENET_BODY_OUTPUTS = {"resnet50": "conv5_block3_out", "resnet101": "conv5_block3_out",
+                         "resnet152": "conv5_block3_out", "mobilenet": "conv_pw_13_relu"}
+IMAGENET_CLASSES = 1000
 
 
 class ConversionError(ValueError):
@@ -77,7 +86,8 @@ def from_pretrained(source, model_name, *, verify=True, **builder_kwargs):
             counterpart of ``model_name`` (e.g. ``resnet_cifar`` for
             ``aw_se_resnet_cifar``; built with ``builder_kwargs``), a path to a
             keras.applications ImageNet ``.h5`` file (by its keras.applications name),
-            or ``"imagenet"`` (that file from the Keras cache, never downloaded).
+            or ``"imagenet"`` (that file from the Keras cache, downloaded into it
+            the first time as keras.applications does).
             For an FPN backbone ``model_name`` also a detector (model or ``.keras``)
             whose ``backbone`` is an FPN backbone, and classification ResNets
             (body-only sources: the FPN's own layers keep their fresh
@@ -120,6 +130,8 @@ def from_pretrained(source, model_name, *, verify=True, **builder_kwargs):
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if path == "imagenet" or imagenet_weights.is_imagenet_file(path):
+            if _fresh_classifier(builder, builder_kwargs):
+                return _imagenet_body(path, model_name, builder, builder_kwargs, verify)
             # The builder converts the keras.applications ImageNet file itself.
             return registry.get_model(model_name, weights=path, **builder_kwargs)
         source = load_source(path, model_name, builder_kwargs)
@@ -133,6 +145,49 @@ def from_pretrained(source, model_name, *, verify=True, **builder_kwargs):
     kwargs = {**source_builder_kwargs(source, builder), **builder_kwargs}
     target = builder(**kwargs)
     return transplant(source, target, verify=verify)
+
+
+def _fresh_classifier(builder, builder_kwargs):
+    """True when the target has a classifier for other than ImageNet's 1000 classes."""
+    parameters = inspect.signature(getattr(builder, "func", builder)).parameters
+    if "classes" not in parameters or "include_top" not in parameters:
+        return False  # FPN backbones: no classifier
+    defaults = {**{k: p.default for k, p in parameters.items()},
+                **getattr(builder, "keywords", {})}
+    settings = {**defaults, **builder_kwargs}
+    return bool(settings["include_top"]) and settings["classes"] != IMAGENET_CLASSES
+
+
+def _imagenet_body(path, model_name, builder, builder_kwargs, verify):
+    """``model_name`` with a classifier for ``classes`` != 1000: the ImageNet body
+    converted in (verified on the body's output), the classifier freshly
+    initialised, as in fine-tuning."""
+    architecture = plain_model_name(model_name)
+    if architecture not in IMAGENET_BODY_OUTPUTS:
+        # The same error as the builder's (no ImageNet weights for this architecture).
+        imagenet_weights.ImageNetSource(architecture, include_top=False, input_shape=(None,) * 3)
+    target = builder(**builder_kwargs)
+    shape = tuple(target.input_shape[1:])
+    settings = {k: builder_kwargs[k] for k in ("alpha", "depth_multiplier", "dropout")
+                if k in builder_kwargs and architecture == "mobilenet"}
+    explicit = None if path == "imagenet" else path
+    # An explicit file with the ImageNet classifier gives its body too.
+    with_top = explicit is not None and "_notop" not in path and "_no_top" not in path
+    source = imagenet_weights.ImageNetSource(
+        architecture, include_top=with_top, input_shape=shape, path=explicit, **settings)
+    plain = source.build_plain()
+    end = IMAGENET_BODY_OUTPUTS[architecture]
+    body = keras.Model(_input(plain), plain.get_layer(end).output, name=plain.name)
+    target_body = keras.Model(_input(target), target.get_layer(end).output, name=target.name)
+    transplant(body, target_body, verify=verify)
+    head = [layer.name for layer in target.layers
+            if layer.weights and layer.name not in {t.name for t in target_body.layers}]
+    logger.warning(
+        "aw_keras: %s: ImageNet weights loaded into the body (up to %r); the classifier "
+        "for %d classes (%s) is freshly initialised (the ImageNet file's has %d).",
+        target.name, end, int(target.output_shape[-1]), ", ".join(head),
+        IMAGENET_CLASSES)
+    return target
 
 
 def load_source(path, model_name, builder_kwargs=None):

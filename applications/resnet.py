@@ -146,7 +146,8 @@ def ResNet(
         classifier_activation, name: as in ``keras.applications.ResNet50``.
             ``weights``: None, a weights file of this model, or "imagenet" (the
             keras.applications ImageNet file of the plain ResNet50/101/152, from
-            the Keras cache or given by its path, converted so the model starts as
+            the Keras cache (downloaded into it once, as keras.applications
+            does) or given by its path, converted so the model starts as
             that network: `aw_keras.applications.pretrained`).
         attention, attention_kwargs, use_aw, aw_kwargs: see `bottleneck_block`.
         stem_stride: stride of the "cifar" stem conv (1 or 2).

@@ -338,16 +338,24 @@ def test_keras_and_weights_files_as_sources(tmp_path):
 # ------------------------------------------------------------ weights="imagenet"
 
 
-def test_imagenet_missing_file_says_which_file_goes_where(tmp_path, monkeypatch):
+def test_imagenet_missing_file_without_network_says_which_file_goes_where(tmp_path,
+                                                                          monkeypatch):
+    """No cached file and a failed download (conftest: tests are offline)."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     directory = str(tmp_path / "keras_home" / "models")
     with pytest.raises(ValueError) as error:
         applications.AWResNet50(weights="imagenet")
     message = str(error.value)
     assert "'resnet50_weights_tf_dim_ordering_tf_kernels.h5'" in message
-    assert repr(directory) in message and "never downloads" in message
+    assert repr(directory) in message
+    url = ("https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+           "resnet50_weights_tf_dim_ordering_tf_kernels.h5")
+    assert f"downloading it from {url} failed" in message
+    assert "Temporary failure in name resolution" in message  # the download's own error
     assert "keras.applications.ResNet50(weights='imagenet')" in message
-    with pytest.raises(ValueError, match="'mobilenet_2_5_224_tf_no_top.h5' in " + repr(directory)):
+    assert "`weights=`" in message
+    with pytest.raises(ValueError, match="'mobilenet_2_5_224_tf_no_top.h5'. It is not in "
+                                         + repr(directory)):
         applications.AWSEMobileNet(weights="imagenet", alpha=0.25, include_top=False,
                                    input_shape=(64, 64, 3))
     with pytest.raises(ValueError, match="'mobilenet_5_0_160_tf.h5'"):
