@@ -15,7 +15,7 @@ Example:
 
 >>> from aw_keras.utils import tf_quiet
 >>> tf = tf_quiet.import_tensorflow()         # instead of `import tensorflow as tf`
->>> with tf_quiet.filtered_stderr():          # any other noisy TensorFlow call
+>>> with tf_quiet.filtered_stderr():          # a noisy call, e.g. a TFLite conversion
 ...     pass
 
 This module imports only the standard library.
@@ -52,6 +52,8 @@ _PLAIN_NOISE = (
     # the second line of cpu_feature_guard's message
     "To enable the following instructions:",
     "TF-TRT Warning: Could not find TensorRT",
+    # the TFLite quantizer's settings, printed on every conversion it runs
+    "fully_quantize: ",
 )
 
 

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from aw_keras.train import compare
+from aw_keras.utils import tf_quiet
 from train_helpers import TINY_KWARGS, read_history, run_main, snapshot, subprocess_env
 
 
@@ -247,6 +248,7 @@ def test_sweep_killed_then_resumed_reuses_finished_runs(tmp_path, tiny_folder):
                "--checkpoint-steps", "2", "--model-kwargs", TINY_KWARGS,
                "--attention-images", "0", "--no-equal-time"]
     env = subprocess_env()
+    env.pop("AW_KERAS_TF_LOGS", None)
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     second = compare.run_dir(out, "aw_resnet_cifar", 0)
@@ -267,6 +269,9 @@ def test_sweep_killed_then_resumed_reuses_finished_runs(tmp_path, tiny_folder):
 
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    # neither aw-compare nor its aw-train children show TensorFlow's start-up lines
+    output = (resumed.stdout + resumed.stderr).splitlines()
+    assert [line for line in output if tf_quiet.is_noise(line)] == []
     assert "run 1/4 resnet_cifar seed 0: finished earlier, reusing" in resumed.stdout
     assert os.stat(first_metrics).st_mtime_ns == stamp
     assert re.search(r"\(epoch [23],", resumed.stdout), resumed.stdout[-3000:]
