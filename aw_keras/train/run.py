@@ -232,8 +232,10 @@ def _init_source(path):
 
 
 def with_input_layer(model, layer):
-    """A new functional model ``Input -> layer -> model``, flat (the layers of
-    ``model`` are reused, not copied, and stay top-level layers)."""
+    """A new functional model ``Input -> layer -> model``, flat: every layer of
+    ``model`` is copied (same name and config) with its weights, so each layer of
+    the result belongs to that graph alone (``layer.input`` / ``layer.output`` are
+    the result's tensors); ``model`` is left as it is."""
     import keras
 
     inputs = keras.Input(model.input_shape[1:], name="image")
@@ -246,9 +248,9 @@ def with_input_layer(model, layer):
             args = (applied[0],) + args[1:]
         return operation(*args, **kwargs)
 
-    return keras.models.clone_model(model, input_tensors=inputs,
-                                    clone_function=lambda operation: operation,
-                                    call_function=call)
+    result = keras.models.clone_model(model, input_tensors=inputs, call_function=call)
+    result.set_weights(model.get_weights())
+    return result
 
 
 def float32_outputs(model):

@@ -39,8 +39,8 @@ def _raw_images(root, split):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """A finished 2-epoch run on a 2-class folder without test/, one of whose
-    *.png files is not an image."""
+    """A finished 1-epoch run on a 2-class folder without test/, one of whose
+    *.png files is not an image, then resumed (nothing left to train)."""
     import pytest as _pytest
 
     from train_helpers import write_folder
@@ -52,13 +52,21 @@ def finished_run(tmp_path_factory):
         f.write("not a png\n")
     out = os.path.join(root, "run")
     capsys = _CaptureCli()
-    status, stdout, err = capsys.run(
-        "resnet_cifar", "--dataset", f"folder:{data_dir}", "--epochs", "2",
-        "--batch-size", "4", "--model-kwargs", TINY_KWARGS, "--attention-images", "0",
-        "--verbose", "0", "--checkpoint-steps", "0", "--out", out)
+    argv = ("resnet_cifar", "--dataset", f"folder:{data_dir}", "--epochs", "1",
+            "--batch-size", "4", "--model-kwargs", TINY_KWARGS, "--attention-images", "0",
+            "--verbose", "0", "--checkpoint-steps", "0", "--out", out)
+    status, stdout, err = capsys.run(*argv)
     if status != 0:
         _pytest.fail(f"aw-train failed ({status}): {err[-3000:]}")
-    return {"out": out, "data": data_dir, "bad": bad, "stdout": stdout}
+    status, resumed, err = capsys.run(*argv, "--resume")
+    if status != 0:
+        _pytest.fail(f"aw-train --resume failed ({status}): {err[-3000:]}")
+    return {"out": out, "data": data_dir, "bad": bad, "stdout": stdout, "resumed": resumed}
+
+
+def test_resuming_a_finished_run_says_so_in_words(finished_run):
+    assert "the 1 epoch was already done; evaluating." in finished_run["resumed"]
+    assert "epochs were" not in finished_run["resumed"]
 
 
 class _CaptureCli:
