@@ -84,6 +84,7 @@ def test_help_needs_no_tensorflow():
                             env=_env(), timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "usage: aw-train" in result.stdout and "usage: aw-compare" in result.stdout
+    assert " ".join(result.stdout.split()).count("AW_KERAS_TF_LOGS=1 shows them") == 2
     assert "imported: []" in result.stdout, result.stdout[-500:]
     assert result.stderr == "", result.stderr
 

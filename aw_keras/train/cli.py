@@ -80,7 +80,8 @@ def build_parser():
                     "with checkpoints, TensorBoard logs, metrics and plots.",
         epilog="Datasets: fashion_mnist (offline default), folder:PATH, tfds:NAME. "
                "Multi-GPU: --strategy mirrored. Cluster: --strategy multiworker with TF_CONFIG "
-               "(docs/training.md).")
+               "(docs/training.md). TensorFlow's start-up log lines are hidden; "
+               "AW_KERAS_TF_LOGS=1 shows them.")
     add = parser.add_argument
     add("model", help="registered model name, e.g. resnet_cifar, aw_resnet_cifar, aw_resnet50")
     add("--dataset", default=None,

@@ -53,7 +53,8 @@ def build_parser():
                     "with the baseline: paired differences over seeds, 95 %% confidence "
                     "intervals, p-values (paired t-test), plots.",
         epilog="Every other option is passed to each aw-train run (see aw-train --help), "
-               "e.g. --batch-size 128 --preset small --train-examples 10000.")
+               "e.g. --batch-size 128 --preset small --train-examples 10000. TensorFlow's "
+               "start-up log lines are hidden; AW_KERAS_TF_LOGS=1 shows them.")
     add = parser.add_argument
     add("models", nargs="+", metavar="MODEL", help="registered model names, e.g. resnet_cifar "
         "aw_resnet_cifar")
