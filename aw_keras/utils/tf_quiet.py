@@ -92,8 +92,9 @@ def is_noise(line):
 def filtered_stderr():
     """Runs the block with file descriptor 2 (C++ and Python stderr alike) sent to
     a temporary file; afterwards writes back every line for which `is_noise` is
-    False, in order. An exception in the block still gets its lines written back.
-    With ``AW_KERAS_TF_LOGS=1`` it changes nothing."""
+    False, in order. An exception in the block still gets its lines written back;
+    a crash that ends the process inside the block (a C++ abort) loses them: rerun
+    with ``AW_KERAS_TF_LOGS=1``, which turns the filter off."""
     if not enabled():
         yield
         return
