@@ -118,3 +118,50 @@ def test_split_residual_reaches_the_int8_tflite_export_only(flag, expected, tmp_
                                "--out", str(tmp_path / "out")] + flag, capsys)
     assert code == 1 and "not exported in this test" in err
     assert calls == {None: None, "int8": expected}
+
+
+def test_help_and_a_missing_file_need_no_tensorflow(tmp_path):
+    """`aw-export --help` and a usage error about a missing file answer before
+    TensorFlow is imported (no start-up time, no TensorFlow start-up lines)."""
+    code = (
+        "import sys\n"
+        "from aw_keras.export import cli\n"
+        "try:\n"
+        "    cli.main(['--help'])\n"
+        "except SystemExit as exit_:\n"
+        "    assert exit_.code == 0, exit_.code\n"
+        f"assert cli.main([{str(tmp_path / 'none.keras')!r}, '--out', {str(tmp_path / 'o')!r}]) == 2\n"
+        "print('imported:', sorted({'tensorflow', 'keras'} & set(sys.modules)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "usage: aw-export" in done.stdout and "does not exist" in done.stderr
+    assert "imported: []" in done.stdout, done.stdout[-500:]
+
+
+def test_a_saved_export_model_loads_whatever_the_import_order(tmp_path):
+    """`import aw_keras.export` imports no TensorFlow, yet its layers are
+    registered once Keras is imported (here by TensorFlow), so a saved export
+    model loads."""
+    from aw_keras.export import export_model
+    from aw_keras.layers import AWConv2D
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, AWConv2D(4, 3, padding="same")(inputs))
+    path = str(tmp_path / "exported.keras")
+    export_model(model, "onnx").save(path)
+    code = (
+        "import sys\n"
+        "import aw_keras.export\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "import tensorflow\n"
+        "import keras\n"
+        f"model = keras.saving.load_model({path!r}, safe_mode=True)\n"
+        "print('loaded', type(model.layers[1]).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "loaded AWConvExport" in done.stdout
