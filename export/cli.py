@@ -37,7 +37,7 @@ and ``DIR/<name>.onnx`` holding the raw heads (``bbox_regression``,
 ``cls_logits``), and ``DIR/<name>_decoder.json`` for
 `aw_keras.export.detection.decode_raw_outputs`; each artifact is verified
 against ``detector.predict`` (`aw_keras.export.verify.verify_detection`) on random
-images with values in [0, 255) unless ``--verify-data`` is given. Quantized
+images (integer pixel values 0-255) unless ``--verify-data`` is given. Quantized
 TFLite (``--quantization`` other than none) is refused for detectors (exit 2).
 
 A saved two-stage detector (``.keras`` of an `aw_keras.detection.FasterRCNN`)
