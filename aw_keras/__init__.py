@@ -100,8 +100,8 @@ def _register_placeholders():
 class _LoaderThenRegister(importlib.abc.Loader):
     """Keras's own loader, plus the placeholders once ``keras`` is executed."""
 
-    def __init__(self, loader):
-        self._loader = loader
+    def __init__(self, loader, hook):
+        self._loader, self._hook = loader, hook
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
@@ -109,6 +109,8 @@ class _LoaderThenRegister(importlib.abc.Loader):
     def exec_module(self, module):
         self._loader.exec_module(module)
         module.__loader__ = module.__spec__.loader = self._loader
+        if self._hook in sys.meta_path:
+            sys.meta_path.remove(self._hook)
         _register_placeholders()
 
     def __getattr__(self, name):
@@ -116,16 +118,21 @@ class _LoaderThenRegister(importlib.abc.Loader):
 
 
 class _KerasImportHook(importlib.abc.MetaPathFinder):
-    """Registers the placeholders when ``keras`` is first imported (once)."""
+    """Registers the placeholders when ``keras`` is imported; stays in place
+    until then (TensorFlow looks Keras up with find_spec before importing it)."""
+
+    _busy = False
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras":
+        if fullname != "keras" or self._busy:
             return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        self._busy = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._busy = False
         if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _LoaderThenRegister(spec.loader)
+            spec.loader = _LoaderThenRegister(spec.loader, self)
         return spec
 
 

@@ -125,7 +125,8 @@ def test_every_registered_class_is_in_the_table_with_its_module():
 
 def test_a_detector_loads_after_import_aw_keras_alone(tmp_path):
     """A RetinaNet .keras (AW FPN backbone) loads in a fresh process that only
-    does `import aw_keras` and then `import keras` (the order isort gives)."""
+    does `import aw_keras` and then imports TensorFlow (which looks Keras up with
+    find_spec before importing it) and Keras."""
     pytest.importorskip("keras_hub", reason="keras-hub (the 'detection' extra) is not installed")
     import keras
 
@@ -141,6 +142,7 @@ def test_a_detector_loads_after_import_aw_keras_alone(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         import aw_keras
+        import tensorflow
         import keras
         assert "aw_keras.detection" not in sys.modules
         model = keras.saving.load_model({path!r})
