@@ -251,6 +251,8 @@ def test_tfds_source_under_mock_data_and_unprepared_error(tmp_path):
     with tfds.testing.mock_data(num_examples=20):
         source = data.get_source("tfds:mnist", str(tmp_path))
         assert source.num_classes == 10 and source.image_shape == (28, 28, 1)
+        assert source.label_names() == [str(i) for i in range(10)]
+        assert not source.test_is_validation  # mock data serves a test split of its own
         preset = data.get_preset("small")
         ds, steps = data.train_dataset(source, preset, 5, 0, 0, 1, num_examples=20)
         batches = list(ds)
@@ -284,6 +286,7 @@ def test_prepared_tfds_dataset_is_read_from_its_files_with_its_split_metadata(tm
     # Not registered: tfds.builder finds the prepared files in data_dir.
     source = data.get_source("tfds:aw_keras_tiny_images", str(tmp_path))
     assert source.num_classes == 3 and source.class_names == ("a", "b", "c")
+    assert source.label_names() == ["a", "b", "c"]
     assert source.image_shape == (8, 8, 1)
     assert {k: (v.num_examples, v.tfds_split) for k, v in source.splits.items()} == {
         "train": (12, "train"), "validation": (6, "test"), "test": (6, "test")}

@@ -71,6 +71,13 @@ def test_fine_tune_aw_from_a_trained_plain_model(capsys, tmp_path):
     metrics = _read(os.path.join(aw, "metrics.json"))
     init = metrics["init_eval"]
     assert plain_metrics["top1_error"] < 0.8  # the source learned something (chance: 0.9)
+    # Fashion-MNIST's class names, label i first; 10 classes: top-5 is reported.
+    from aw_keras.data.sources import FASHION_MNIST_CLASSES
+
+    for record in (plain_metrics, _read(os.path.join(plain, "run.json"))):
+        assert record["class_names"] == list(FASHION_MNIST_CLASSES)
+        assert record["test_is_validation"] is False
+    assert 0.0 <= plain_metrics["top5_error"] < plain_metrics["top1_error"]
     # The first evaluation is the source's, on validation and on test.
     assert init["val_accuracy"] == pytest.approx(plain_history[-1]["val_accuracy"], abs=1e-9)
     assert init["val_loss"] == pytest.approx(plain_history[-1]["val_loss"], rel=1e-4)
