@@ -601,7 +601,7 @@ def train(config):
 
 
 def _count(number, noun):
-    """"1 epoch", "2 epochs"."""
+    """``number`` and ``noun`` in words: "1 epoch", "2 epochs"."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
