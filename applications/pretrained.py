@@ -52,6 +52,7 @@ import keras
 
 from aw_keras.applications import imagenet_weights
 from aw_keras.applications import variants
+from aw_keras.utils.keras_files import check_keras_archive
 
 # At initialisation a new AWConv2D's attention is A = sigmoid(0) = 0.5 everywhere:
 AW_INITIAL_ATTENTION = 0.5
@@ -220,6 +221,8 @@ def load_source(path, model_name, builder_kwargs=None):
         except ImportError:  # keras-hub (the "detection" extra) not installed
             pass
 
+        if path.endswith(".keras"):
+            check_keras_archive(path, "`source` file")
         return keras.saving.load_model(path, compile=False)
     raise ValueError(
         f"`source` {path!r} must be a .keras, .weights.h5 or keras.applications .h5 file, "

@@ -18,6 +18,7 @@ import numpy as np
 from aw_keras.train.checkpoint import CheckpointManager
 from aw_keras.train.checkpoint import atomic_write_json
 from aw_keras.train.checkpoint import remove_stale_temporaries
+from aw_keras.utils.keras_files import check_keras_archive
 
 RUN_FILE = "run.json"
 # Settings that define a run: resuming with any of them changed is refused.
@@ -217,6 +218,10 @@ def _init_source(path):
 
     if not os.path.isfile(path):
         raise UsageError(f"`init_from` file {path!r} does not exist.")
+    try:
+        check_keras_archive(path, "`init_from` file")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file

@@ -419,3 +419,11 @@ def test_imagenet_file_given_by_path(tmp_path):
     np.testing.assert_array_equal(outputs(model, x), outputs(plain, x))
     with pytest.raises(ValueError, match="needs 'mobilenet_5_0_224_tf.h5'"):
         applications.SEMobileNet(weights=str(path), alpha=0.5, input_shape=(32, 32, 3))
+
+
+def test_damaged_keras_source_is_a_value_error_naming_the_file(tmp_path):
+    damaged = tmp_path / "plain.keras"
+    damaged.write_text("not a zip file")
+    with pytest.raises(ValueError, match="is not a valid .keras archive") as error:
+        pretrained.from_pretrained(str(damaged), "aw_resnet_cifar")
+    assert str(damaged) in str(error.value) and "File not found" not in str(error.value)

@@ -45,6 +45,17 @@ def test_bad_init_from_exits_2_and_writes_nothing(capsys, tmp_path, value, messa
     assert not out.exists()
 
 
+def test_damaged_init_from_file_is_a_usage_error_naming_it(capsys, tmp_path):
+    damaged = tmp_path / "plain.keras"
+    damaged.write_bytes(b"PK\x03\x04 truncated")  # a zip header, nothing after it
+    out = tmp_path / "out"
+    status, err = _run(capsys, "aw_resnet_cifar", "--init-from", str(damaged), "--out", str(out))
+    assert status == 2, err
+    assert f"--init-from file {str(damaged)!r} is not a valid .keras archive" in err, err
+    assert "File not found" not in err
+    assert not out.exists()
+
+
 def test_fine_tune_aw_from_a_trained_plain_model(capsys, tmp_path):
     if not os.path.isdir(FASHION_MNIST):
         pytest.skip(f"Fashion-MNIST not found at {FASHION_MNIST}")
