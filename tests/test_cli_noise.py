@@ -21,6 +21,7 @@ NOISE = [
     "with the appropriate compiler flags.",
     "fully_quantize: 0, inference_type: 6, input_inference_type: INT8, output_inference_type: "
     "INT8",
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
     "E0000 00:00:1796666062.972108    6260 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
     "CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
 ]
@@ -61,7 +62,7 @@ def test_filtered_stderr_drops_start_up_noise_and_replays_the_rest(capfd, monkey
 
 
 def test_is_noise():
-    assert all(tf_quiet.is_noise(line + "\n") for line in NOISE[:5])
+    assert all(tf_quiet.is_noise(line + "\n") for line in NOISE[:6])
     assert not any(tf_quiet.is_noise(line) for line in REAL + ["", "Epoch 1/2"])
 
 

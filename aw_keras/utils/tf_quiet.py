@@ -54,6 +54,8 @@ _PLAIN_NOISE = (
     "TF-TRT Warning: Could not find TensorRT",
     # the TFLite quantizer's settings, printed on every conversion it runs
     "fully_quantize: ",
+    # LiteRT, on creating every interpreter that uses XNNPACK (the default)
+    "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
 )
 
 
