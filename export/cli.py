@@ -54,6 +54,8 @@ import json
 import os
 import sys
 
+from aw_keras.utils import tf_quiet
+
 FORMATS = ("saved_model", "tflite", "onnx")
 DEFAULT_FORMATS = "saved_model,tflite,onnx"
 QUANTIZATION_NAMES = {"none": None, "float32": None, "float16": "float16",
@@ -137,13 +139,14 @@ def _check_model_argument(args):
             raise UsageError(f"model file {args.model!r} must be a .keras file saved with model.save().")
         if args.weights:
             raise UsageError("--weights applies to registry models; a .keras file carries its weights.")
-        from aw_keras.export import common
+        from aw_keras.utils.keras_files import check_keras_archive
 
         try:
-            common.check_keras_archive(args.model, "model file")
+            check_keras_archive(args.model, "model file")
         except ValueError as error:
             raise UsageError(str(error)) from None
         return
+    tf_quiet.import_tensorflow()  # the registry imports Keras and TensorFlow
     from aw_keras import applications
 
     if not applications.is_model(args.model.lower()):
@@ -298,6 +301,7 @@ def run(args):
 
 def _run(args, formats, quantizations, out):
     """`run` once the arguments are checked: creates ``out``, exports, verifies."""
+    tf_quiet.import_tensorflow()  # without its start-up lines (AW_KERAS_TF_LOGS=1 shows them)
     from aw_keras.export import common
     from aw_keras.export import detection
     from aw_keras.export import onnx as onnx_export

@@ -28,6 +28,7 @@ from aw_keras.export.policy import QUANTIZATIONS  # noqa: F401  (part of this mo
 from aw_keras.export.policy import tflite_target
 from aw_keras.export.transform import export_model
 from aw_keras.export.transform import walk_layers
+from aw_keras.utils import tf_quiet
 
 IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
 
@@ -314,7 +315,8 @@ def _converter(saved_model_dir, quantization, representative_data, io_dtype):
 
 def _convert(convert, quantization):
     try:
-        return convert()
+        with tf_quiet.filtered_stderr():  # the converter's C++ progress lines
+            return convert()
     except Exception as error:  # the converter raises ConverterError and others
         message = str(error)
         ops = _unsupported_ops(message)
@@ -334,10 +336,11 @@ def _int8_with_float_ops(converter, ops, io_dtype):
     with ``io_dtype`` inputs and outputs."""
     options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_ops=list(ops), fully_quantize=io_dtype == "int8")
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=converter.representative_dataset,
-        debug_options=options)
-    content = debugger.get_nondebug_quantized_model()
+    with tf_quiet.filtered_stderr():  # the quantizer prints a bare "fully_quantize" line
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=converter.representative_dataset,
+            debug_options=options)
+        content = debugger.get_nondebug_quantized_model()
     return _uint8_interface(content) if io_dtype == "uint8" else content
 
 

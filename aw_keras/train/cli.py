@@ -108,8 +108,10 @@ def build_parser():
     add("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add("--init-from", default=None, metavar="PATH|imagenet",
         help="fine-tune: start MODEL from a trained plain model (.keras or .weights.h5 file) "
-             "or from the keras.applications ImageNet weights ('imagenet', from the Keras "
-             "cache), converted so it computes the same function (docs/pretrained.md)")
+             "or from the keras.applications ImageNet weights ('imagenet': downloaded into "
+             "the Keras cache once if missing; with other than 1000 classes the ImageNet body "
+             "and a fresh classifier), converted so it computes the same function "
+             "(docs/pretrained.md)")
     add("--mixed-precision", action="store_true",
         help="mixed_float16 on GPU, mixed_bfloat16 on CPU")
     add("--jit", action="store_true", help="compile train/eval steps with XLA")

@@ -301,14 +301,17 @@ def train_detector(config):
         f"images at {size}x{size}, {steps} steps/epoch of {batch}, epochs "
         f"{state['epoch']}->{config.epochs}, {strategy.num_replicas_in_sync} replica(s), "
         f"policy {keras.mixed_precision.global_policy().name}")
-    for epoch in range(state["epoch"], config.epochs):
+    first_epoch = state["epoch"]  # the callbacks advance state["epoch"] while training
+    for epoch in range(first_epoch, config.epochs):
         # one dataset per epoch, shuffled by (seed, epoch): a resumed run sees the same order
         train_ds = data.detection_dataset(train_split, size, batch, training=True,
                                           seed=config.seed * 1000 + epoch)
         model.fit(train_ds, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps,
-                  validation_data=val_ds, callbacks=callbacks, verbose=verbose)
-    if resuming and state["epoch"] >= config.epochs:
-        log(f"[aw-train] all {config.epochs} epochs were already done; evaluating.")
+                  validation_data=val_ds, callbacks=callbacks, verbose=verbose,
+                  shuffle=False)  # the dataset shuffles by (seed, epoch) itself
+    if resuming and first_epoch >= config.epochs:
+        log(f"[aw-train] {'the 1 epoch was' if config.epochs == 1 else f'all {config.epochs} epochs were'} "
+            "already done; evaluating.")
     return finish(config, model, state, val_meta, val_split, dataset_name, evaluation.last)
 
 

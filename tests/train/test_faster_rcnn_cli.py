@@ -144,6 +144,7 @@ def test_interrupted_run_resumes(coco_dir, tmp_path, capsys, monkeypatch):
     code, stdout, err = run_main(capsys, cli.main, *argv, "--resume")
     assert code == 0, stdout[-2000:] + err[-3000:]
     assert "epochs 1->2" in stdout, stdout[-2000:]
+    assert "already done" not in stdout, stdout[-2000:]  # it trained epoch 2
     after = read_history(out)
     assert [h["epoch"] for h in after] == [1, 2]
     assert after[:1] == before
