@@ -224,6 +224,10 @@ class RetinaNet(keras_hub.models.RetinaNetObjectDetector):
 
     @classmethod
     def from_config(cls, config):
+        # A loaded detector is uncompiled unless its file holds a compile config (then
+        # Keras compiles it): keras-hub's default compile would add an Adam optimizer
+        # that finds no saved variables in files written without one (aw-train's).
+        config = {"compile": False, **config}
         with saved_policy(config):
             return super().from_config(config)
 

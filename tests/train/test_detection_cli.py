@@ -147,6 +147,22 @@ def test_end_to_end_files_metrics_and_plots(coco_dir, tmp_path):
         assert os.path.isfile(os.path.join(out, name)) and os.path.getsize(
             os.path.join(out, name)) > 0, name
     assert "validation mAP" in done.stdout
+    assert "shuffle=True" not in done.stderr  # the dataset shuffles itself; fit is told so
+    # best.keras holds no optimizer, and loads without a warning about one
+    import warnings
+    import zipfile
+
+    import keras
+
+    import aw_keras  # noqa: F401 - registers the detector classes
+
+    with zipfile.ZipFile(os.path.join(out, "best.keras")) as archive:
+        assert not any("optimizer" in name for name in archive.namelist()), archive.namelist()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = keras.saving.load_model(os.path.join(out, "best.keras"))
+    assert type(model).__name__ == "RetinaNet"
+    assert not [w for w in caught if "optimizer" in str(w.message)], [str(w.message) for w in caught]
 
 
 @pytest.mark.slow
