@@ -23,6 +23,8 @@ import dataclasses
 import os
 import re
 
+from aw_keras.utils import cache
+
 RESNET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 MOBILENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
 # keras.applications' MD5 hashes of the ResNet files (keras/src/applications/resnet.py):
@@ -202,11 +204,15 @@ class ImageNetSource:
         if downloaded is not None and os.path.isfile(downloaded):
             return downloaded
         directory = keras_cache_dir()
-        for name in self.accepted_file_names():
-            path = os.path.join(directory, name)
-            if os.path.isfile(path):
-                return path
-        self._downloaded = self.download()
+        # Under the entry's lock (`aw_keras.utils.cache`): keras.utils.get_file writes
+        # straight to the cached path, so a file another process is downloading is
+        # neither read half-written nor downloaded twice.
+        with cache.entry_lock(os.path.join(directory, self.file_name())):
+            for name in self.accepted_file_names():
+                path = os.path.join(directory, name)
+                if os.path.isfile(path):
+                    return path
+            self._downloaded = self.download()
         return self._downloaded
 
     # ------------------------------------------------------------------ model

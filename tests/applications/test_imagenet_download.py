@@ -174,3 +174,48 @@ def test_a_cached_file_is_used_without_calling_get_file_and_1000_classes_keep_it
 def test_the_builders_keep_keras_applications_rule_for_other_classes():
     with pytest.raises(ValueError, match="needs `classes=1000`.*from_pretrained"):
         applications.AWMobileNet(weights="imagenet", alpha=0.25, input_shape=SHAPE, classes=3)
+
+
+def test_concurrent_first_use_downloads_once_and_never_reads_a_partial_file(tmp_path,
+                                                                             monkeypatch):
+    """keras.utils.get_file writes straight to the cached path: a second asker waits
+    for the first download instead of reading the half-written file or downloading
+    again."""
+    import threading
+    import time
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    calls = []
+
+    def slow_get_file(fname, origin=None, **kwargs):
+        calls.append(fname)
+        path = os.path.join(kwargs["cache_dir"], kwargs["cache_subdir"], fname)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(b"partial")  # what another process would see mid-download
+            handle.flush()
+            time.sleep(0.5)
+            handle.write(b" and complete")
+        return path
+
+    monkeypatch.setattr(keras.utils, "get_file", slow_get_file)
+    source = imagenet_weights.ImageNetSource("resnet50", include_top=False,
+                                             input_shape=(None, None, 3))
+    results = []
+
+    def ask():
+        path = imagenet_weights.ImageNetSource(
+            "resnet50", include_top=False, input_shape=(None, None, 3)).resolve_path()
+        with open(path, "rb") as handle:
+            results.append(handle.read())
+
+    first = threading.Thread(target=ask)
+    first.start()
+    while not calls:
+        time.sleep(0.01)
+    second = threading.Thread(target=ask)
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert calls == [source.file_name()]
+    assert results == [b"partial and complete"] * 2
