@@ -101,23 +101,22 @@ class CBAM(keras.layers.Layer):
         if channels is None:
             raise ValueError(f"CBAM needs a known channel dimension, got input shape {input_shape}.")
         hidden = self.hidden_channels(channels)
+        # The convs run channels-last whatever `data_format` is (the inputs are
+        # transposed in `call`): TensorFlow has no channels-first Conv2D on CPU.
         common = dict(
             kernel_size=1,
             use_bias=True,
-            data_format=self.data_format,
+            data_format="channels_last",
             kernel_initializer=self.kernel_initializer,
             bias_initializer=self.bias_initializer,
             kernel_regularizer=self.kernel_regularizer,
             bias_regularizer=self.bias_regularizer,
             dtype=self.dtype_policy,
         )
-        shape = [None, 1, 1, 1]
-        shape[self.channel_axis] = channels
         self.mlp_reduce = keras.layers.Conv2D(hidden, activation="relu", name="mlp_reduce", **common)
-        self.mlp_reduce.build(tuple(shape))
-        shape[self.channel_axis] = hidden
+        self.mlp_reduce.build((None, 1, 1, channels))
         self.mlp_expand = keras.layers.Conv2D(channels, name="mlp_expand", **common)
-        self.mlp_expand.build(tuple(shape))
+        self.mlp_expand.build((None, 1, 1, hidden))
         if self.use_spatial:
             spatial_shape = list(input_shape)
             spatial_shape[self.channel_axis] = 2
@@ -126,13 +125,13 @@ class CBAM(keras.layers.Layer):
                 self.spatial_kernel_size,
                 padding="same",
                 use_bias=False,
-                data_format=self.data_format,
+                data_format="channels_last",
                 kernel_initializer=self.kernel_initializer,
                 kernel_regularizer=self.kernel_regularizer,
                 dtype=self.dtype_policy,
                 name="spatial_conv",
             )
-            self.spatial_conv.build(tuple(spatial_shape))
+            self.spatial_conv.build(self._channels_last_shape(spatial_shape))
             spatial_shape[self.channel_axis] = 1
             # Momentum/epsilon of PyTorch's BatchNorm2d(momentum=0.01, eps=1e-5).
             self.spatial_bn = keras.layers.BatchNormalization(
@@ -141,13 +140,25 @@ class CBAM(keras.layers.Layer):
             )
             self.spatial_bn.build(tuple(spatial_shape))
 
+    def _channels_last_shape(self, shape):
+        shape = tuple(shape)
+        if self.data_format == "channels_first":
+            return (shape[0], shape[2], shape[3], shape[1])
+        return shape
+
+    def _to_channels_last(self, x):
+        return ops.transpose(x, (0, 2, 3, 1)) if self.data_format == "channels_first" else x
+
+    def _from_channels_last(self, x):
+        return ops.transpose(x, (0, 3, 1, 2)) if self.data_format == "channels_first" else x
+
     def call(self, inputs, training=None):
         avg = ops.mean(inputs, axis=self.spatial_axes, keepdims=True)
-        logits = self.mlp_expand(self.mlp_reduce(avg))
+        logits = self.mlp_expand(self.mlp_reduce(self._to_channels_last(avg)))
         if self.use_max_pool:
             peak = ops.max(inputs, axis=self.spatial_axes, keepdims=True)
-            logits = logits + self.mlp_expand(self.mlp_reduce(peak))
-        outputs = inputs * ops.sigmoid(logits)
+            logits = logits + self.mlp_expand(self.mlp_reduce(self._to_channels_last(peak)))
+        outputs = inputs * ops.sigmoid(self._from_channels_last(logits))
         if self.use_spatial:
             gate = ops.sigmoid(self.spatial_bn(self._spatial_logits(outputs), training=training))
             outputs = outputs * gate
@@ -166,8 +177,9 @@ class CBAM(keras.layers.Layer):
         kernel = ops.cast(self.spatial_conv.kernel, features.dtype)
 
         def conv(pooled, index):
-            return ops.conv(pooled, kernel[:, :, index : index + 1, :], strides=1,
-                            padding="same", data_format=self.data_format)
+            return self._from_channels_last(ops.conv(
+                self._to_channels_last(pooled), kernel[:, :, index : index + 1, :], strides=1,
+                padding="same", data_format="channels_last"))
 
         peak = ops.max(features, axis=self.channel_axis, keepdims=True)
         mean = ops.mean(features, axis=self.channel_axis, keepdims=True)

@@ -99,28 +99,31 @@ class SqueezeExcite(keras.layers.Layer):
                 f"{input_shape}."
             )
         hidden = self.hidden_channels(channels)
+        # The 1x1 convs run channels-last on the pooled (N, 1, 1, C) vector whatever
+        # `data_format` is: TensorFlow has no channels-first Conv2D on CPU.
         common = dict(
             kernel_size=1,
             use_bias=self.use_bias,
-            data_format=self.data_format,
+            data_format="channels_last",
             kernel_initializer=self.kernel_initializer,
             bias_initializer=self.bias_initializer,
             kernel_regularizer=self.kernel_regularizer,
             bias_regularizer=self.bias_regularizer,
             dtype=self.dtype_policy,
         )
-        pooled_shape = [None, 1, 1, 1]
-        pooled_shape[self.channel_axis] = channels
         self.reduce = keras.layers.Conv2D(hidden, name="reduce", **common)
-        self.reduce.build(tuple(pooled_shape))
-        pooled_shape[self.channel_axis] = hidden
+        self.reduce.build((None, 1, 1, channels))
         self.expand = keras.layers.Conv2D(channels, name="expand", **common)
-        self.expand.build(tuple(pooled_shape))
+        self.expand.build((None, 1, 1, hidden))
 
     def call(self, inputs):
         pooled = ops.mean(inputs, axis=self.spatial_axes, keepdims=True)
+        if self.data_format == "channels_first":
+            pooled = ops.transpose(pooled, (0, 2, 3, 1))
         hidden = self.activation(self.reduce(pooled))
         gate = self.gate_activation(self.expand(hidden))
+        if self.data_format == "channels_first":
+            gate = ops.transpose(gate, (0, 3, 1, 2))
         return inputs * gate
 
     def compute_output_shape(self, input_shape):
