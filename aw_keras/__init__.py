@@ -40,8 +40,8 @@ SERIALIZABLE = {
     "aw_keras>FPNBackbone": "aw_keras.applications",
     "aw_keras>RetinaNet": "aw_keras.detection",
     "aw_keras>FasterRCNN": "aw_keras.detection",
-    "aw_keras>AWConvExport": "aw_keras.export",
-    "aw_keras>Absorbed": "aw_keras.export",
+    "aw_keras>AWConvExport": "aw_keras.export.layers",
+    "aw_keras>Absorbed": "aw_keras.export.layers",
 }
 
 

@@ -12,13 +12,12 @@ decodes (`aw_keras.export.detection`).
 
 Class names travel as ``labels.txt`` (line i = the name of label i;
 `aw_keras.export.labels`); `check_keras_archive` tells a damaged ``.keras`` file
-from a missing one.
+from a missing one. A saved export model (its `AWConvExport` / `Absorbed` layers)
+loads after ``import aw_keras``: the package registers those names with Keras and
+imports `aw_keras.export.layers` when one is loaded.
 """
 
 import importlib
-import importlib.abc
-import importlib.util
-import sys
 
 # Each public name and the module that defines it, imported on first use, so that
 # `aw-export --help` and its usage errors need no TensorFlow.
@@ -62,54 +61,3 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_PUBLIC))
-
-
-# The export layers (AWConvExport, Absorbed) are registered with Keras as soon as
-# both this package and Keras are imported, in either order, so that a saved
-# export model loads after `import aw_keras.export`.
-_LAYERS = "aw_keras.export.layers"
-
-
-class _RegisterAfterKeras(importlib.abc.Loader):
-    """Keras's loader, then the import of the export layers."""
-
-    def __init__(self, loader, hook):
-        self._loader = loader
-        self._hook = hook
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        self._loader.exec_module(module)
-        if self._hook in sys.meta_path:
-            sys.meta_path.remove(self._hook)
-        importlib.import_module(_LAYERS)
-
-    def __getattr__(self, name):
-        return getattr(self._loader, name)
-
-
-class _KerasImportHook(importlib.abc.MetaPathFinder):
-    """Wraps Keras's loader when Keras is imported (a mere `find_spec("keras")`,
-    as TensorFlow makes, leaves the hook in place)."""
-
-    _busy = False
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras" or self._busy:
-            return None
-        self._busy = True
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            self._busy = False
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _RegisterAfterKeras(spec.loader, self)
-        return spec
-
-
-if "keras" in sys.modules:
-    importlib.import_module(_LAYERS)
-elif not any(isinstance(finder, _KerasImportHook) for finder in sys.meta_path):
-    sys.meta_path.insert(0, _KerasImportHook())
