@@ -168,8 +168,11 @@ def test_keras_round_trip_in_a_fresh_process(tmp_path):
     np.save(tmp_path / "images.npy", images)
     np.save(tmp_path / "boxes.npy", expected["boxes"])
     code = textwrap.dedent(f"""
+        import sys
+        import aw_keras  # alone: registers RetinaNet, the backbone and layers for loading
+        import tensorflow  # looks Keras up with find_spec before importing it
         import numpy as np, keras
-        import aw_keras.detection  # registers RetinaNet, the backbone and layers
+        assert "aw_keras.detection" not in sys.modules
         model = keras.saving.load_model({str(tmp_path / 'detector.keras')!r}, safe_mode=True)
         got = model.predict(np.load({str(tmp_path / 'images.npy')!r}), verbose=0)
         np.testing.assert_array_equal(got["boxes"], np.load({str(tmp_path / 'boxes.npy')!r}))
