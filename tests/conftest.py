@@ -9,6 +9,20 @@ sys.path.insert(0, os.path.dirname(__file__))
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """On a backend other than TensorFlow (``KERAS_BACKEND=jax``), tests marked
+    ``tensorflow_only`` are skipped with the reason."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow-only test; this process runs Keras on {backend}")
+    for item in items:
+        if "tensorflow_only" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _skip_fused_without_kernel(request):
     """Tests parametrized with implementation="fused" need the fused CPU kernel,

@@ -22,13 +22,31 @@ Example:
 import numbers
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from aw_keras.layers import aw_kernels
+from aw_keras.layers import conv_geometry
+from aw_keras.layers import ops_kernels
 from aw_keras.layers.pooling import adaptive_average_pool
 
 ATTENTION_MODES = ("residual", "multiplicative")
-IMPLEMENTATIONS = ("auto",) + tuple(aw_kernels.STRATEGIES)
+# The strategies of each backend: TensorFlow's in `aw_kernels` (with the fused
+# CPU op), the others' in `ops_kernels` (keras.ops). A layer accepts every name,
+# so a file saved on one backend loads on another; calling it with a name the
+# running backend lacks raises a ValueError naming the ones it has.
+TENSORFLOW_STRATEGIES = ("taps", "per_sample", "matmul", "depthwise", "fused")
+OPS_STRATEGIES = tuple(ops_kernels.STRATEGIES)
+ALL_IMPLEMENTATIONS = ("auto",) + tuple(dict.fromkeys(TENSORFLOW_STRATEGIES + OPS_STRATEGIES))
+
+
+def implementations(backend=None):
+    """The ``implementation`` values that run on ``backend`` (default: Keras's
+    current backend), ``"auto"`` first."""
+    backend = backend or keras.backend.backend()
+    return ("auto",) + (TENSORFLOW_STRATEGIES if backend == "tensorflow" else OPS_STRATEGIES)
+
+
+# The values that run on this process's backend (fixed when Keras is imported).
+IMPLEMENTATIONS = implementations()
 # The attention branch's BatchNormalization settings (see docs/layer_defaults.md):
 # 0.9 is PyTorch's default BatchNorm2d momentum 0.1 in Keras's convention.
 ATTENTION_BN_MOMENTUM = 0.9
@@ -108,9 +126,12 @@ class AWConv2D(keras.layers.Layer):
         attention_mode: "residual" (AK = K + A*K, default, Eq. 6) or
             "multiplicative" (AK = A*K).
         implementation: "auto" (default: the fastest exact strategy for the
-            shape, including the fused CPU kernel where allowed), or one of
-            "taps", "per_sample", "matmul", "depthwise", "fused". All compute
-            the same numbers; see `aw_keras.layers.aw_kernels`.
+            shape and backend, including TensorFlow's fused CPU kernel where
+            allowed), or a strategy of the running backend: on TensorFlow
+            "taps", "per_sample", "matmul", "depthwise", "fused"
+            (`aw_keras.layers.aw_kernels`); on JAX and PyTorch "taps",
+            "per_sample", "matmul", "grouped" (`aw_keras.layers.ops_kernels`).
+            All compute the same numbers; `implementations()` lists them.
         attention_bn_momentum: momentum of the attention branch's two
             BatchNormalization layers (`squeeze_bn`, `excite_bn`), in Keras's
             convention (moving = momentum * moving + (1 - momentum) * batch), a
@@ -129,8 +150,8 @@ class AWConv2D(keras.layers.Layer):
 
     >>> layer = AWConv2D(32, 3, padding="same", attention_mode="residual")
     >>> y = layer(keras.random.normal((2, 16, 16, 8)))
-    >>> layer.attention_maps(keras.random.normal((2, 16, 16, 8))).shape
-    TensorShape([2, 3, 3, 8, 32])
+    >>> tuple(layer.attention_maps(keras.random.normal((2, 16, 16, 8))).shape)
+    (2, 3, 3, 8, 32)
     """
 
     def __init__(
@@ -223,9 +244,9 @@ class AWConv2D(keras.layers.Layer):
 
     @implementation.setter
     def implementation(self, value):
-        if value not in IMPLEMENTATIONS:
+        if value not in ALL_IMPLEMENTATIONS:
             raise ValueError(
-                f"`implementation` must be one of {IMPLEMENTATIONS}, received "
+                f"`implementation` must be one of {ALL_IMPLEMENTATIONS}, received "
                 f"implementation={value!r}."
             )
         self._implementation = value
@@ -365,19 +386,19 @@ class AWConv2D(keras.layers.Layer):
         """
         pooled = adaptive_average_pool(inputs, self.pooled_size, sliced=self._export_ops)
         hidden = self._pointwise(self.squeeze_conv, pooled)
-        hidden = tf.nn.relu(self.squeeze_bn(hidden, training=training))
+        hidden = ops.relu(self.squeeze_bn(hidden, training=training))
         excited = self._pointwise(self.excite_conv, hidden)
-        excited = tf.sigmoid(self.excite_bn(excited, training=training))
+        excited = ops.sigmoid(self.excite_bn(excited, training=training))
         # Eq. 8: flat channel index = p_group * G1 + c1_group (C2-major).
         ph, pw = self.pooled_size
         if self.input_groups == 1 or self.output_groups == 1:  # the transpose is a reshape
-            grouped = tf.reshape(excited, [-1, ph, pw, self.input_groups, self.output_groups])
+            grouped = ops.reshape(excited, (-1, ph, pw, self.input_groups, self.output_groups))
         else:
-            grouped = tf.reshape(excited, [-1, ph, pw, self.output_groups, self.input_groups])
-            grouped = tf.transpose(grouped, [0, 1, 2, 4, 3])
-        grouped = aw_kernels.repeat_axis(grouped, 1, self.spatial_reduction)
-        grouped = aw_kernels.repeat_axis(grouped, 2, self.spatial_reduction)
-        return aw_kernels.repeat_axis(grouped, 4, self.output_channel_reduction)
+            grouped = ops.reshape(excited, (-1, ph, pw, self.output_groups, self.input_groups))
+            grouped = ops.transpose(grouped, (0, 1, 2, 4, 3))
+        grouped = ops_kernels.repeat_axis(grouped, 1, self.spatial_reduction)
+        grouped = ops_kernels.repeat_axis(grouped, 2, self.spatial_reduction)
+        return ops_kernels.repeat_axis(grouped, 4, self.output_channel_reduction)
 
     # The export layers (aw_keras.export) trace the attention branch with the ops
     # the converters quantize best: sliced pooling, CONV_2D for the pointwise
@@ -390,12 +411,12 @@ class AWConv2D(keras.layers.Layer):
         on a 3x3 map, docs/speed.md), or the conv itself in the export layers."""
         if self._export_ops:
             return conv(features)
-        kernel = tf.cast(conv.kernel, features.dtype)
+        kernel = ops.cast(conv.kernel, self.compute_dtype)
         channels_in, channels_out = kernel.shape[2], kernel.shape[3]
-        shape = tf.shape(features)
-        flat = tf.reshape(features, [-1, channels_in])
-        product = tf.matmul(flat, tf.reshape(kernel, [channels_in, channels_out]))
-        return tf.reshape(product, tf.concat([shape[:-1], [channels_out]], axis=0))
+        height, width = features.shape[1], features.shape[2]  # the static pooled size
+        flat = ops.reshape(features, (-1, channels_in))
+        product = ops.matmul(flat, ops.reshape(kernel, (channels_in, channels_out)))
+        return ops.reshape(product, (-1, height, width, channels_out))
 
     def attention_scale(self, inputs, training=False):
         """The per-sample factor S with ``AK[l] = S[l] * K`` (Eq. 6): ``1 + A`` in
@@ -410,38 +431,54 @@ class AWConv2D(keras.layers.Layer):
         The layout is the kernel's, so ``A[l] * layer.kernel`` is the attentional
         kernel of sample ``l`` (before the residual term).
         """
-        inputs = tf.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        inputs = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
         if not self.built:
             self.build(inputs.shape)
         compact = self.compact_attention(inputs, training)
-        return aw_kernels.repeat_axis(compact, 3, self.resolved_input_channel_reduction)
+        return ops_kernels.repeat_axis(compact, 3, self.resolved_input_channel_reduction)
 
     # ---------------------------------------------------------------------- call
 
     @property
     def geometry(self):
-        return aw_kernels.ConvGeometry(
+        return conv_geometry.ConvGeometry(
             self.kernel_size, self.strides, self.dilation_rate, self.padding
         )
 
     def resolved_implementation(self, input_shape, training=False, xla=None, fused=None):
-        """The strategy ``implementation="auto"`` picks for ``input_shape``.
+        """The strategy ``implementation="auto"`` picks for ``input_shape`` on
+        the running backend (an explicit ``implementation`` is returned as is,
+        or refused with a ValueError where the backend lacks it).
 
-        ``training=None`` means nobody said (see `aw_kernels.portable_trace`:
-        such a trace with an unknown batch, or any trace while a SavedModel is
-        written, gets the portable ``taps``). ``xla=None`` asks whether this is
-        being traced for XLA right now; ``fused=None`` whether the fused kernel
-        may be used now (`aw_kernels.fused_allowed` for the compute dtype).
+        On TensorFlow: ``training=None`` means nobody said (see
+        `aw_kernels.portable_trace`: such a trace with an unknown batch, or any
+        trace while a SavedModel is written, gets the portable ``taps``).
+        ``xla=None`` asks whether this is being traced for XLA right now;
+        ``fused=None`` whether the fused kernel may be used now
+        (`aw_kernels.fused_allowed` for the compute dtype). Other backends use
+        `ops_kernels.choose_strategy` and ignore ``xla`` and ``fused``.
         """
+        backend = keras.backend.backend()
         if self.implementation != "auto":
+            if self.implementation not in implementations(backend):
+                raise ValueError(
+                    f"AWConv2D {self.name!r}: implementation={self.implementation!r} does "
+                    f"not run on the {backend} backend; use one of "
+                    f"{implementations(backend)} (set `layer.implementation`)."
+                )
             return self.implementation
+        kernel_shape = self.kernel_size + (self.input_channels, self.filters)
+        if backend != "tensorflow":
+            return ops_kernels.choose_strategy(input_shape, kernel_shape, self.geometry,
+                                               training=bool(training), backend=backend)
+        from aw_keras.layers import aw_kernels  # TensorFlow's strategies
+
         if aw_kernels.portable_trace(input_shape[0], training):
             return aw_kernels.PORTABLE
         if xla is None:
             xla = aw_kernels.in_xla_context()
         if fused is None:
             fused = aw_kernels.fused_allowed(self.compute_dtype, xla)
-        kernel_shape = self.kernel_size + (self.input_channels, self.filters)
         return aw_kernels.choose_strategy(
             input_shape, kernel_shape, self.geometry, training=bool(training), xla=xla,
             fused=fused,
@@ -449,23 +486,32 @@ class AWConv2D(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         scale = self.attention_scale(inputs, training)
-        kernel = tf.cast(self.kernel, self.compute_dtype)
+        kernel = ops.cast(self.kernel, self.compute_dtype)
         name = self.resolved_implementation(inputs.shape, training)
-        outputs = aw_kernels.STRATEGIES[name](
+        outputs = self.strategies()[name](
             inputs, kernel, scale, self.geometry, training=bool(training)
         )
         if self.use_bias:
-            outputs = outputs + tf.cast(self.bias, self.compute_dtype)
+            outputs = outputs + ops.cast(self.bias, self.compute_dtype)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
+
+    @staticmethod
+    def strategies():
+        """The running backend's strategies, name -> function."""
+        if keras.backend.backend() == "tensorflow":
+            from aw_keras.layers import aw_kernels  # imports TensorFlow
+
+            return aw_kernels.STRATEGIES
+        return ops_kernels.STRATEGIES
 
     def compute_output_shape(self, input_shape):
         sizes = []
         for axis in range(2):
             size = input_shape[1 + axis]
             if size is not None:
-                size = aw_kernels.output_size(
+                size = conv_geometry.output_size(
                     size, self.kernel_size[axis], self.strides[axis],
                     self.dilation_rate[axis], self.padding,
                 )

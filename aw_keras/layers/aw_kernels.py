@@ -33,17 +33,13 @@ Example:
 TensorShape([2, 8, 8, 6])
 """
 
-import collections
 import functools
 
 import tensorflow as tf
 
 from aw_keras.layers import fused_op
-
-
-ConvGeometry = collections.namedtuple(
-    "ConvGeometry", ["kernel_size", "strides", "dilation_rate", "padding"]
-)
+from aw_keras.layers.conv_geometry import ConvGeometry  # noqa: F401 (re-exported)
+from aw_keras.layers.conv_geometry import output_size
 
 
 def sum_partials(partials, add_chain=False):
@@ -67,13 +63,6 @@ def _dim(tensor, axis):
     """Static size of ``axis`` when known, else a scalar tensor."""
     static = tensor.shape[axis]
     return static if static is not None else tf.shape(tensor)[axis]
-
-
-def output_size(size, kernel, stride, dilation, padding):
-    """Output length of a convolution along one axis (TF/Keras semantics)."""
-    if padding == "same":
-        return (size + stride - 1) // stride
-    return (size - (kernel - 1) * dilation - 1) // stride + 1
 
 
 def _same_padding(size, kernel, stride, dilation):

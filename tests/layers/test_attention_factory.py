@@ -10,6 +10,8 @@ from aw_keras.layers import CBAM
 from aw_keras.layers import SqueezeExcite
 from aw_keras.layers import get_attention
 
+pytestmark = pytest.mark.backends  # runs on every Keras backend
+
 
 @pytest.mark.parametrize("value", [None, "", "none", "None"])
 def test_no_attention(value):

@@ -9,6 +9,8 @@ import pytest
 import keras
 from aw_keras.layers import AWConv2D
 
+pytestmark = pytest.mark.backends  # runs on every Keras backend
+
 
 def _offset_inputs(seed=0):
     # A large offset gives the squeeze conv's output a mean far from the moving

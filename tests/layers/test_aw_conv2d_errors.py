@@ -6,6 +6,8 @@ import pytest
 import keras
 from aw_keras.layers import AWConv2D
 
+pytestmark = pytest.mark.backends  # runs on every Keras backend
+
 BAD_ARGUMENTS = [
     (dict(filters=0, kernel_size=3), ValueError, "filters"),
     (dict(filters=-4, kernel_size=3), ValueError, "filters"),
@@ -82,7 +84,17 @@ def test_wrong_channel_count_after_build():
 def test_setting_an_unknown_implementation_later():
     layer = AWConv2D(8, 3)
     with pytest.raises(ValueError, match="`implementation` must be one of"):
-        layer.implementation = "grouped"
+        layer.implementation = "groupd"
+
+
+def test_a_strategy_of_another_backend_is_refused_when_called():
+    """Every backend's names are accepted (files load anywhere); calling one the
+    running backend lacks names the backend and the names it has."""
+    other = "grouped" if keras.backend.backend() == "tensorflow" else "fused"
+    layer = AWConv2D(8, 3, implementation=other)
+    with pytest.raises(ValueError, match=f"implementation='{other}' does not run on the "
+                                         f"{keras.backend.backend()} backend"):
+        layer(np.zeros((1, 8, 8, 4), "float32"))
 
 
 @pytest.mark.parametrize("kwargs, input_shape, axis", [

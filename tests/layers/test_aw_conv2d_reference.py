@@ -1,13 +1,17 @@
-"""AWConv2D against the literal NumPy oracle of Eq. 4-8 (tests/reference.py)."""
+"""AWConv2D against the literal NumPy oracle of Eq. 4-8 (tests/reference.py).
+
+Runs on every backend (``scripts/test.sh`` runs it again under JAX), each
+backend's strategies (`IMPLEMENTATIONS` is the running backend's)."""
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras
 import reference
 from aw_keras.layers import AWConv2D
 from aw_keras.layers.aw_conv2d import IMPLEMENTATIONS
+
+pytestmark = pytest.mark.backends
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 
@@ -71,7 +75,10 @@ GEOMETRIES = {
 }
 
 
+@pytest.mark.tensorflow_only
 def test_padding_only_taps():
+    import tensorflow as tf
+
     from aw_keras.layers.aw_kernels import ConvGeometry
     from aw_keras.layers.aw_kernels import padding_only_taps
 
@@ -138,9 +145,12 @@ def test_dynamic_batch_and_spatial_sizes(implementation):
         np.testing.assert_allclose(model.predict(x, verbose=0), expected, **TOLERANCE)
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_unknown_batch_in_a_traced_function(implementation):
     """The graph path with an unknown batch (map_fn for `per_sample`) is exact too."""
+    import tensorflow as tf
+
     layer = make_layer((None, 7, 9, 4), filters=6, kernel_size=3, padding="same",
                        implementation=implementation)
     traced = tf.function(
@@ -170,7 +180,7 @@ def test_attention_changes_the_output():
     """Sanity: AW output differs from the plain conv with the same kernel."""
     layer, x = check_against_reference(dict(filters=6, kernel_size=3, padding="same", use_bias=False),
                                        (2, 7, 9, 4), "auto", False)
-    plain = tf.nn.conv2d(x, layer.kernel, 1, "SAME").numpy()
+    plain = np.asarray(keras.ops.conv(x, layer.kernel, padding="same"))
     assert np.abs(np.asarray(layer(x)) - plain).max() > 1e-2
 
 

@@ -7,6 +7,8 @@ import keras
 
 from aw_keras.layers import CBAM
 
+pytestmark = pytest.mark.backends  # runs on every Keras backend
+
 
 def _sigmoid(z):
     return 1 / (1 + np.exp(-z))

@@ -11,6 +11,8 @@ from layer_harness import run_layer_test
 from layer_harness import run_precision_test
 from layer_harness import sublayers
 
+pytestmark = pytest.mark.backends  # runs on every Keras backend
+
 AW_ALL_ARGUMENTS = dict(
     filters=8,
     kernel_size=(3, 3),

@@ -7,6 +7,8 @@ import keras
 
 from aw_keras.layers import SqueezeExcite
 
+pytestmark = pytest.mark.backends  # runs on every Keras backend
+
 
 def _numpy_se(x, layer):
     w1, b1 = [v.numpy() for v in layer.reduce.weights]
