@@ -36,6 +36,7 @@ from aw_keras.export import common
 from aw_keras.export import detection
 from aw_keras.export.policy import artifact_target
 from aw_keras.export.policy import policy_for
+from aw_keras.utils import tf_quiet
 
 
 
@@ -142,8 +143,10 @@ class TFLiteRunner:
                 # instead of raising: never hand it one.
                 raise RuntimeError(f"not tried: {len(flat)} int8 activation tensor(s) with a "
                                    f"~0 calibrated range, e.g. {flat[0]!r}")
-            self.interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            with tf_quiet.filtered_stderr():  # LiteRT's "Created ... XNNPACK delegate" line
+                self.interpreter = Interpreter(model_path=os.fspath(path),
+                                               num_threads=num_threads)
+                self.interpreter.allocate_tensors()
             self.partitions = tflite.xnnpack_partitions(self.interpreter)
             self.note = (f"ai_edge_litert (XNNPACK, {self.partitions} partition"
                          f"{'' if self.partitions == 1 else 's'})")

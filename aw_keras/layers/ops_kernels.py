@@ -174,12 +174,28 @@ STRATEGIES = {
 def choose_strategy(input_shape, kernel_shape, geometry, training=False, backend="jax"):
     """The strategy of ``implementation="auto"`` on ``backend`` (not TensorFlow).
 
-    ``taps`` costs the plain convolution's FLOPs and is chosen for 1x1 kernels
-    and wherever the measurements in docs/speed.md found nothing faster.
+    Measured on JAX's CPU backend at ResNet50's stage shapes (docs/speed.md,
+    `benchmarks/layer_speed_backends.py`): ``taps`` is the fastest for
+    inference everywhere and for training where the kernel is deep relative
+    to the output; ``matmul`` trains faster where the output has at least 4
+    positions per input channel (56x56x64, 28x28x128), since XLA's CPU
+    convolution backward pass is slow there. The vmap and grouped forms were
+    5-18x a Conv2D and are never chosen. PyTorch is not measured yet and gets
+    ``taps``, the form with the plain convolution's FLOPs.
 
     >>> from aw_keras.layers.conv_geometry import ConvGeometry
-    >>> choose_strategy((16, 14, 14, 256), (3, 3, 256, 256),
-    ...                 ConvGeometry((3, 3), (1, 1), (1, 1), "same"))
+    >>> geometry = ConvGeometry((3, 3), (1, 1), (1, 1), "same")
+    >>> choose_strategy((16, 56, 56, 64), (3, 3, 64, 64), geometry, training=True)
+    'matmul'
+    >>> choose_strategy((16, 14, 14, 256), (3, 3, 256, 256), geometry, training=True)
     'taps'
     """
-    return "taps"
+    kh, kw, channels_in, _ = kernel_shape
+    if not training or backend != "jax" or kh * kw == 1:
+        return "taps"
+    height, width = input_shape[1], input_shape[2]
+    if height is None or width is None:
+        return "taps"
+    oh = output_size(height, kh, geometry.strides[0], geometry.dilation_rate[0], geometry.padding)
+    ow = output_size(width, kw, geometry.strides[1], geometry.dilation_rate[1], geometry.padding)
+    return "matmul" if 4 * channels_in <= oh * ow else "taps"

@@ -40,6 +40,7 @@ from aw_keras.train.stats import TEST_NAME
 from aw_keras.train.stats import paired_difference
 from aw_keras.train.stats import verdict
 from aw_keras.utils import tf_quiet
+from aw_keras.utils.text import count_phrase
 
 SETTINGS_FILE = "compare_settings.json"
 # aw-train options that aw-compare sets itself, per run.
@@ -219,7 +220,7 @@ class Runner:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         if self.jobs > 1:
-            threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
+            threads = str(max(1, (os.cpucount_phrase() or 1) // self.jobs))
             env.setdefault("TF_NUM_INTRAOP_THREADS", threads)
             env.setdefault("TF_NUM_INTEROP_THREADS", "1")
         return env
@@ -418,13 +419,6 @@ def equal_time_epochs(epochs, ratio):
 
 
 # --------------------------------------------------------------------- report
-
-
-def _count(number, noun):
-    """"1 epoch", "3 epochs" ("? epochs" for an unknown number)."""
-    if number is None:
-        return f"? {noun}s"
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _pp(value):
@@ -655,7 +649,7 @@ def compare(args, train_args, command_line, log=print):
                                   if e.get("epochs")), None)
     reused = (f" ({runner.reused} finished run{'s' if runner.reused != 1 else ''} reused)"
               if runner.reused else "")
-    header = (f"aw-compare on {args.dataset}, {_count(epochs, 'epoch')}, seeds "
+    header = (f"aw-compare on {args.dataset}, {count_phrase(epochs, 'epoch')}, seeds "
               f"{' '.join(map(str, args.seeds))}; top-1 error of the last model on the test "
               f"split; this invocation took {minutes:.1f} min{reused}.")
     text = markdown(summary, command_line, args.seeds, header)

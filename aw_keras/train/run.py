@@ -19,6 +19,7 @@ from aw_keras.train.checkpoint import CheckpointManager
 from aw_keras.train.checkpoint import atomic_write_json
 from aw_keras.train.checkpoint import remove_stale_temporaries
 from aw_keras.utils.keras_files import check_keras_archive
+from aw_keras.utils.text import count_phrase
 
 RUN_FILE = "run.json"
 # Settings that define a run: resuming with any of them changed is refused.
@@ -563,7 +564,7 @@ def train(config):
         f"params {model.count_params():,}")
     if source.skipped_files:
         names = list(source.skipped_files)
-        log(f"[aw-train] left out {_count(len(names), 'file')} that are not images: "
+        log(f"[aw-train] left out {count_phrase(len(names), 'file')} that are not images: "
             + ", ".join(repr(n) for n in names[:5])
             + (f" and {len(names) - 5} more (all in {RUN_FILE})" if len(names) > 5 else ""))
     if source.test_is_validation:
@@ -598,16 +599,11 @@ def train(config):
                   verbose=verbose, shuffle=False)
     elif resuming and not trained:
         log(f"[aw-train] {'the' if config.epochs == 1 else 'all'} "
-            f"{_count(config.epochs, 'epoch')} {'was' if config.epochs == 1 else 'were'} "
+            f"{count_phrase(config.epochs, 'epoch')} {'was' if config.epochs == 1 else 'were'} "
             "already done; evaluating.")
 
     metrics = finish(config, model, source, preset, state, is_chief, worker_dir, one_hot)
     return metrics
-
-
-def _count(number, noun):
-    """``number`` and ``noun`` in words: "1 epoch", "2 epochs"."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _add_missing_run_fields(run_file, fields):

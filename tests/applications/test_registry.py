@@ -113,6 +113,45 @@ def test_one_fit_step(name):
     assert np.isfinite(loss) and changed
 
 
+# On every backend (the JAX pass of scripts/test.sh runs these again): AW with SE on
+# a ResNet by default; the MobileNet family and the plain ResNet slow (~50 s and ~20 s
+# on JAX's CPU backend, mostly XLA compilation).
+REPRESENTATIVE = ["aw_se_resnet_cifar",
+                  pytest.param("aw_cbam_mobilenet_spatial", marks=pytest.mark.slow),
+                  pytest.param("resnet_cifar", marks=pytest.mark.slow)]
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("name", REPRESENTATIVE)
+def test_representative_models_fit_and_round_trip_on_every_backend(name, tmp_path):
+    kwargs = small_kwargs(name)
+    model = applications.get_model(name, **kwargs)
+    x = np.random.default_rng(3).random((4,) + kwargs["input_shape"], dtype=np.float32)
+    loss, changed = fit_one_step(model, x, kwargs["classes"])
+    assert np.isfinite(loss) and changed
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x, training=False)),
+                                  expected)
+
+
+@pytest.mark.backends
+def test_fpn_backbone_fits_and_round_trips_on_every_backend(tmp_path):
+    model = applications.get_model("aw_resnet_small_fpn", input_shape=(64, 64, 3),
+                                   fpn_channels=16)
+    x = np.random.default_rng(4).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    outputs = model(x, training=False)
+    assert sorted(outputs) == ["P3", "P4", "P5", "P6", "P7"]
+    path = str(tmp_path / "fpn.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)(x, training=False)
+    for key, value in outputs.items():
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded[key]),
+                                      keras.ops.convert_to_numpy(value))
+
+
 SWEEP_LOADER = """
 import sys
 import numpy as np
@@ -126,6 +165,7 @@ print("IDENTICAL", model.name)
 
 
 @pytest.mark.slow
+@pytest.mark.backends
 @pytest.mark.parametrize("name", applications.list_models(task="classification"))
 def test_every_model_full_sweep(name, tmp_path):
     """Every registered model (small input, 4 classes): forward, fit step, `.keras`
