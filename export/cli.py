@@ -488,10 +488,25 @@ def write_report(out, results, failures, labels=None, inputs=None):
             json.dump(common.json_safe(report), handle, indent=2, allow_nan=False)
 
 
+def use_tensorflow_backend():
+    """Exports are TensorFlow's (SavedModel, TFLite, ONNX through tf2onnx): the
+    command runs Keras on TensorFlow whatever ``KERAS_BACKEND`` says, so a
+    ``.keras`` file trained on JAX or PyTorch exports as it is. Raises
+    UsageError when Keras already runs on another backend in this process."""
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            raise UsageError(f"aw-export needs Keras on TensorFlow; this process already runs "
+                             f"it on {keras.backend.backend()} (run aw-export as a command).")
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        use_tensorflow_backend()
         return run(args)
     except UsageError as error:
         print(f"aw-export: error: {error}", file=sys.stderr)

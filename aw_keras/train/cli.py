@@ -73,6 +73,9 @@ def _json_object(flag, example):
     return parse
 
 
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="aw-train",
@@ -114,7 +117,10 @@ def build_parser():
              "(docs/pretrained.md)")
     add("--mixed-precision", action="store_true",
         help="mixed_float16 on GPU, mixed_bfloat16 on CPU")
-    add("--jit", action="store_true", help="compile train/eval steps with XLA")
+    add("--backend", choices=BACKENDS, default=None,
+        help="Keras backend (default: KERAS_BACKEND, else tensorflow); jax and torch train "
+             "classifiers without --strategy (docs/backends.md)")
+    add("--jit", action="store_true", help="compile train/eval steps with XLA (TensorFlow)")
     add("--strategy", choices=("mirrored", "multiworker"), default=None,
         help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     add("--checkpoint-steps", type=_int_at_least(0, "--checkpoint-steps"), default=1000,
@@ -217,9 +223,41 @@ def option_message(message, parser):
     return re.sub(r"`(\w+)(=True)?`", option, message)
 
 
+def select_backend(backend):
+    """Makes ``backend`` (None: KERAS_BACKEND, else tensorflow) Keras's backend
+    before Keras is imported; returns its name. Raises UsageError when Keras is
+    already running on another one (ValueError)."""
+    backend = backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != backend:
+            raise ValueError(f"--backend {backend}: Keras is already running on "
+                             f"{keras.backend.backend()} in this process.")
+    os.environ["KERAS_BACKEND"] = backend
+    return backend
+
+
+def check_backend(args, backend):
+    """What runs only on TensorFlow today; raises ValueError."""
+    if backend == "tensorflow":
+        return
+    if args.strategy:
+        raise ValueError(f"--strategy {args.strategy} is tf.distribute: use --backend "
+                         f"tensorflow (got --backend {backend}).")
+    if args.detector or args.model.lower().endswith("_fpn"):
+        raise ValueError(f"detection runs on --backend tensorflow only for now (got --backend "
+                         f"{backend}; docs/backends.md).")
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        check_backend(args, args.backend or os.environ.get("KERAS_BACKEND") or "tensorflow")
+        select_backend(args.backend)
+    except ValueError as error:
+        parser.error(str(error))
     tf_quiet.import_tensorflow()  # after parsing: --help and usage errors need no TensorFlow
     from aw_keras.data import DataError
     from aw_keras.train.run import RunConfig

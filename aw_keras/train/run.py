@@ -516,7 +516,9 @@ def train(config):
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")]
             + ([keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")]
                if reports_top5(source) else []),
-            jit_compile=bool(config.jit),
+            # JAX and PyTorch: Keras's own default (JAX compiles its steps, PyTorch runs
+            # eagerly); --jit is TensorFlow's XLA switch.
+            jit_compile=bool(config.jit) if keras.backend.backend() == "tensorflow" else "auto",
         )
         optimizer.build(model.trainable_variables)
 
@@ -533,6 +535,7 @@ def train(config):
                 "preset": preset.to_dict(), "learning_rate": lr,
                 "init_from_sha256": _file_sha256(config.init_from),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "backend": keras.backend.backend(),
                 **data_record(source),
             })
         else:
@@ -664,9 +667,11 @@ def evaluate_local(model, dataset):
     """Loss, top-1 and top-5 accuracy of ``model`` on ``dataset`` without
     Model.evaluate (which multi-worker Keras 3 cannot run); same on every worker."""
     import keras
-    import tensorflow as tf
 
     loss_fn = keras.losses.CategoricalCrossentropy(reduction="sum")
+    if keras.backend.backend() != "tensorflow":
+        return _evaluate_numpy(model, dataset, loss_fn)
+    import tensorflow as tf
 
     @tf.function
     def batch_stats(x, y):
@@ -680,6 +685,25 @@ def evaluate_local(model, dataset):
     totals = np.zeros(4)
     for x, y in dataset:
         totals += np.array([float(v) for v in batch_stats(x, y)])
+    n = max(totals[3], 1.0)
+    return {"loss": totals[0] / n, "accuracy": totals[1] / n, "top5": totals[2] / n}
+
+
+def _evaluate_numpy(model, dataset, loss_fn):
+    """`evaluate_local` on a backend other than TensorFlow: each batch through
+    ``predict_on_batch``, the counts in NumPy."""
+    import keras
+
+    totals = np.zeros(4)
+    for x, y in dataset:
+        y = np.asarray(y, np.float32)
+        p = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(np.asarray(x))),
+                       np.float32)
+        true = y.argmax(-1)
+        top_k = np.argsort(-p, axis=-1)[:, :min(5, p.shape[-1])]
+        totals += [float(keras.ops.convert_to_numpy(loss_fn(y, p))),
+                   float((p.argmax(-1) == true).sum()),
+                   float((top_k == true[:, None]).any(-1).sum()), len(x)]
     n = max(totals[3], 1.0)
     return {"loss": totals[0] / n, "accuracy": totals[1] / n, "top5": totals[2] / n}
 
