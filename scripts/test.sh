@@ -19,16 +19,18 @@ other_backend() {
   local backend="$1" marker="$2"; shift 2
   echo "[test] the tests marked 'backends' on KERAS_BACKEND=$backend"
   KERAS_BACKEND="$backend" python -m pytest tests/layers tests/applications -m "backends and ($marker)" \
-    -n "$workers" --durations=5 "$@"
+    -n "$workers" --dist worksteal --durations=5 "$@"
 }
 
 case "$target" in
   default|all)
     marker="not slow"; [ "$target" = all ] && marker="slow or not slow"
     status=0
-    KERAS_BACKEND=tensorflow python -m pytest -m "$marker" -n "$workers" --durations=15 "$@" \
+    KERAS_BACKEND=tensorflow python -m pytest -m "$marker" -n "$workers" --dist worksteal \
+      --durations=15 "$@" \
       || status=$?
-    other_backend jax "$marker" "$@" || status=$?
+    # exit status 5: the arguments selected no `backends` test (e.g. one export file)
+    other_backend jax "$marker" "$@" || { code=$?; [ "$code" = 5 ] || status=$code; }
     exit "$status" ;;
   slow) exec python -m pytest -m slow -n "$workers" --durations=15 "$@" ;;
   jax) other_backend jax "slow or not slow" "$@" ;;

@@ -157,7 +157,12 @@ def test_cifar_resnets(name):
     check_conversion("cifar", name, two_steps=True)
 
 
-@pytest.mark.parametrize("name", applications.list_models("*mobilenet*"))
+# cbam_mobilenet_spatial and aw_se_mobilenet: slow (their blocks are converted by
+# aw_cbam_mobilenet_spatial, se_mobilenet and aw_mobilenet here).
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.slow)
+    if name in ("cbam_mobilenet_spatial", "aw_se_mobilenet") else name
+    for name in applications.list_models("*mobilenet*")])
 def test_mobilenets_from_keras_applications(name):
     check_conversion("mobilenet", name, "float64")
     if not name.startswith("aw_"):

@@ -68,7 +68,10 @@ def test_mixed_precision(policy, implementation):
                                rtol=tolerance, atol=tolerance)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+# per_sample and depthwise under XLA: slow (~12 s each); `auto` reaches XLA's choices.
+@pytest.mark.parametrize("implementation", [
+    pytest.param(name, marks=pytest.mark.slow) if name in ("per_sample", "depthwise") else name
+    for name in IMPLEMENTATIONS])
 def test_jit_compile_fit_and_predict(implementation):
     keras.utils.set_random_seed(3)
     model = tiny_model(implementation)
