@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from aw_keras.layers import fused_op
 from aw_keras.layers.conv_geometry import ConvGeometry  # noqa: F401 (re-exported)
+from aw_keras.layers.conv_geometry import output_hw
 from aw_keras.layers.conv_geometry import output_size
 
 
@@ -431,13 +432,10 @@ def choose_strategy(input_shape, kernel_shape, geometry, training=False, xla=Fal
     'fused'
     """
     kh, kw, channels_in, _ = kernel_shape
-    if kh * kw == 1:
+    output = output_hw(input_shape, geometry)
+    if kh * kw == 1 or output is None:
         return "taps"
-    height, width = input_shape[1], input_shape[2]
-    if height is None or width is None:
-        return "taps"
-    oh = output_size(height, kh, geometry.strides[0], geometry.dilation_rate[0], geometry.padding)
-    ow = output_size(width, kw, geometry.strides[1], geometry.dilation_rate[1], geometry.padding)
+    oh, ow = output
     if training and xla:
         return "taps" if channels_in >= 2 * oh * ow else "matmul"
     per_sample_wins = 4 * channels_in <= oh * ow

@@ -9,6 +9,8 @@ Example:
 >>> geometry = ConvGeometry((3, 3), (2, 2), (1, 1), "same")
 >>> output_size(7, 3, 2, 1, "same"), same_padding(7, 3, 2, 1)
 (4, (1, 1))
+>>> output_hw((8, 7, 9, 16), geometry)
+(4, 5)
 """
 
 import collections
@@ -23,6 +25,17 @@ def output_size(size, kernel, stride, dilation, padding):
     if padding == "same":
         return (size + stride - 1) // stride
     return (size - (kernel - 1) * dilation - 1) // stride + 1
+
+
+def output_hw(input_shape, geometry):
+    """(Ho, Wo) of a convolution with ``geometry`` on an (N, H, W, C) shape, or
+    None when H or W is unknown."""
+    height, width = input_shape[1], input_shape[2]
+    if height is None or width is None:
+        return None
+    return tuple(output_size(size, geometry.kernel_size[axis], geometry.strides[axis],
+                             geometry.dilation_rate[axis], geometry.padding)
+                 for axis, size in enumerate((height, width)))
 
 
 def same_padding(size, kernel, stride, dilation):

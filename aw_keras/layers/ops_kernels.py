@@ -33,6 +33,7 @@ Example:
 
 from keras import ops
 
+from aw_keras.layers.conv_geometry import output_hw
 from aw_keras.layers.conv_geometry import output_size
 from aw_keras.layers.conv_geometry import same_padding
 
@@ -191,11 +192,7 @@ def choose_strategy(input_shape, kernel_shape, geometry, training=False, backend
     'taps'
     """
     kh, kw, channels_in, _ = kernel_shape
-    if not training or backend != "jax" or kh * kw == 1:
+    output = output_hw(input_shape, geometry)
+    if not training or backend != "jax" or kh * kw == 1 or output is None:
         return "taps"
-    height, width = input_shape[1], input_shape[2]
-    if height is None or width is None:
-        return "taps"
-    oh = output_size(height, kh, geometry.strides[0], geometry.dilation_rate[0], geometry.padding)
-    ow = output_size(width, kw, geometry.strides[1], geometry.dilation_rate[1], geometry.padding)
-    return "matmul" if 4 * channels_in <= oh * ow else "taps"
+    return "matmul" if 4 * channels_in <= output[0] * output[1] else "taps"

@@ -13,6 +13,13 @@ from aw_keras.layers.aw_conv2d import IMPLEMENTATIONS
 
 pytestmark = pytest.mark.backends
 
+# The two grids below on JAX / PyTorch: the forms `auto` never picks there
+# (vectorized_map, batch-folded grouped conv; 5-25x a Conv2D) are slow; by default
+# they are checked by the dynamic-size test and the gradient checks.
+NEVER_AUTO = ("per_sample", "grouped") if keras.backend.backend() != "tensorflow" else ()
+GRID_IMPLEMENTATIONS = [pytest.param(name, marks=pytest.mark.slow) if name in NEVER_AUTO
+                        else name for name in IMPLEMENTATIONS]
+
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 
 
@@ -100,7 +107,7 @@ def test_padding_only_taps():
 
 
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", GRID_IMPLEMENTATIONS)
 @pytest.mark.parametrize("geometry", list(GEOMETRIES))
 def test_geometries_match_reference(geometry, implementation, training):
     kwargs, input_shape = GEOMETRIES[geometry]
@@ -108,7 +115,7 @@ def test_geometries_match_reference(geometry, implementation, training):
 
 
 @pytest.mark.parametrize("attention_mode", ["residual", "multiplicative"])
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", GRID_IMPLEMENTATIONS)
 @pytest.mark.parametrize("spatial_reduction", [1, 3])
 @pytest.mark.parametrize("output_channel_reduction", [1, 2])
 @pytest.mark.parametrize("input_channel_reduction", [None, 1, 2])

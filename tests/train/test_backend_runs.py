@@ -6,14 +6,13 @@ TensorFlow only."""
 
 import json
 import os
-import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
 
 from aw_keras.train import cli
+from train_helpers import kill_after_epochs
 from train_helpers import TINY_KWARGS, read_history, run_main, subprocess_env, train_command
 
 pytest.importorskip("jax", reason="JAX is not installed (pip install 'aw_keras[jax]')")
@@ -34,14 +33,7 @@ def test_jax_run_killed_resumed_and_loaded_on_tensorflow(tmp_path, tiny_folder):
         "--out", out)
     env = subprocess_env()
     env.pop("KERAS_BACKEND", None)
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while len(read_history(out)) < 2 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_after_epochs(command, env, out, 2, timeout=300)
     before = read_history(out)
     done = len(before)
     assert 2 <= done < epochs and not os.path.exists(os.path.join(out, "metrics.json"))

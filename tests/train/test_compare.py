@@ -4,7 +4,6 @@ files), and the real sweep end to end with a kill -9 in the middle."""
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 
 from aw_keras.train import compare
 from aw_keras.utils import tf_quiet
+from train_helpers import kill_after_epochs
 from train_helpers import TINY_KWARGS, read_history, run_main, snapshot, subprocess_env
 
 
@@ -250,15 +250,8 @@ def test_sweep_killed_then_resumed_reuses_finished_runs(tmp_path, tiny_folder):
                "--attention-images", "0", "--no-equal-time"]
     env = subprocess_env()
     env.pop("AW_KERAS_TF_LOGS", None)
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     second = compare.run_dir(out, "aw_resnet_cifar", 0)
-    deadline = time.time() + 300
-    while len(read_history(second)) < 2 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the sweep ended before it could be killed"
+    kill_after_epochs(command, env, second, 2, timeout=300)
     first_metrics = os.path.join(compare.run_dir(out, "resnet_cifar", 0), "metrics.json")
     assert os.path.isfile(first_metrics)
     stamp = os.stat(first_metrics).st_mtime_ns

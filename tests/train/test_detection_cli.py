@@ -4,15 +4,14 @@ validation mAP), and kill -9 + --resume losing no finished epoch."""
 
 import json
 import os
-import signal
 import subprocess
-import time
 
 import pytest
 
 pytest.importorskip("keras_hub", reason="keras-hub (the 'detection' extra) is not installed")
 
 from aw_keras.train import cli  # noqa: E402
+from train_helpers import kill_after_epochs
 from train_helpers import read_history  # noqa: E402
 from train_helpers import run_main  # noqa: E402
 from train_helpers import subprocess_env  # noqa: E402
@@ -171,14 +170,7 @@ def test_kill_9_then_resume_loses_no_finished_epoch(coco_dir, tmp_path):
     epochs = 4
     command = _command(coco_dir, out, epochs, model="resnet_small_fpn")
     env = subprocess_env()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while len(read_history(out)) < 2 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_after_epochs(command, env, out, 2, timeout=600)
     before = read_history(out)
     assert 2 <= len(before) < epochs
     assert not os.path.exists(os.path.join(out, "metrics.json"))

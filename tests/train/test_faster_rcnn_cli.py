@@ -5,9 +5,7 @@ retinanet-levels backbone usage error."""
 
 import json
 import os
-import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import pytest
 pytest.importorskip("keras_hub", reason="keras-hub (the 'detection' extra) is not installed")
 
 from aw_keras.train import cli  # noqa: E402
+from train_helpers import kill_after_epochs
 from train_helpers import read_history  # noqa: E402
 from train_helpers import run_main  # noqa: E402
 from train_helpers import subprocess_env  # noqa: E402
@@ -157,14 +156,7 @@ def test_kill_9_then_resume_loses_no_finished_epoch(coco_dir, tmp_path):
     epochs = 3
     command = train_command(*_argv(coco_dir, out, epochs, model="resnet_small_fpn"))
     env = subprocess_env()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while len(read_history(out)) < 1 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_after_epochs(command, env, out, 1, timeout=600)
     before = read_history(out)
     assert 1 <= len(before) < epochs
     assert not os.path.exists(os.path.join(out, "metrics.json"))

@@ -5,12 +5,11 @@ one used. Runs the real CLI in subprocesses on a tiny AW model and image folder.
 import importlib.util
 import json
 import os
-import signal
 import subprocess
-import time
 
 import numpy as np
 
+from train_helpers import kill_after_epochs
 from train_helpers import TINY_KWARGS, read_history, subprocess_env, train_command
 
 
@@ -23,14 +22,7 @@ def test_kill_9_then_resume_then_corrupt_checkpoint(tmp_path, tiny_folder):
         "--attention-images", "2", "--verbose", "2", "--out", out)
     env = subprocess_env()
 
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while len(read_history(out)) < 2 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_after_epochs(command, env, out, 2, timeout=240)
     before = read_history(out)
     done = len(before)
     assert 2 <= done < epochs

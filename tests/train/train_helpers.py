@@ -2,7 +2,10 @@
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -38,6 +41,22 @@ def subprocess_env(**extra):
                CUDA_VISIBLE_DEVICES="", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
     env.update(extra)
     return env
+
+
+def kill_after_epochs(command, env, history_dir, epochs, timeout=600):
+    """Starts ``command`` and SIGKILLs it as soon as ``history_dir``'s history.json
+    holds ``epochs`` epochs; fails when it ended before that. Returns the history
+    at the kill."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while (len(read_history(history_dir)) < epochs and process.poll() is None
+           and time.time() < deadline):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    return read_history(history_dir)
 
 
 def read_history(out):
