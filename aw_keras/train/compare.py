@@ -220,7 +220,7 @@ class Runner:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         if self.jobs > 1:
-            threads = str(max(1, (os.cpucount_phrase() or 1) // self.jobs))
+            threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
             env.setdefault("TF_NUM_INTRAOP_THREADS", threads)
             env.setdefault("TF_NUM_INTEROP_THREADS", "1")
         return env

@@ -279,3 +279,15 @@ def test_sweep_killed_then_resumed_reuses_finished_runs(tmp_path, tiny_folder):
     for name in ("comparison.md", "plots/comparison.png", "plots/validation_curves.png",
                  "logs/aw_resnet_cifar_seed0.log"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
+
+
+def test_parallel_jobs_share_the_cores_between_their_children(monkeypatch):
+    """--jobs 2: each aw-train child gets half the cores for TensorFlow's intra-op
+    pool (one inter-op thread); one job leaves the thread settings alone."""
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    env = compare.Runner("out", "fashion_mnist", [], jobs=2).environment()
+    assert (env["TF_NUM_INTRAOP_THREADS"], env["TF_NUM_INTEROP_THREADS"]) == ("4", "1")
+    env = compare.Runner("out", "fashion_mnist", [], jobs=1).environment()
+    assert "TF_NUM_INTRAOP_THREADS" not in env and "TF_NUM_INTEROP_THREADS" not in env
