@@ -73,7 +73,7 @@ def markdown(summary, seeds, command):
         speed = entry.get("train_images_per_second")
         lines.append(f"| {model} | {entry['params']:,} | {_fmt(entry['map'])} | "
                      f"{_fmt(entry['map50'])} | {_fmt(entry['map75'])} | "
-                     f"{speed if speed is not None else '-'} |")
+                     f"{f'{speed:.1f}' if speed is not None else '-'} |")
     for model, result in summary["paired"].items():
         interval = result.get("ci95")
         text = (f"[{100 * interval[0]:+.2f}, {100 * interval[1]:+.2f}]" if interval

@@ -16,7 +16,7 @@ def _write_run(out, model, seed, map_, map50, map75):
     os.makedirs(directory)
     with open(os.path.join(directory, "metrics.json"), "w") as f:
         json.dump({"map": map_, "map50": map50, "map75": map75, "params": 1000,
-                   "epochs": 2, "train_images_per_second": 10.0}, f)
+                   "epochs": 2, "train_images_per_second": 10.0 + seed / 30}, f)
     with open(os.path.join(directory, "history.json"), "w") as f:
         json.dump([{"epoch": 1, "train_seconds": 1.0}], f)
 
@@ -38,6 +38,8 @@ def test_summary_table_and_plot_of_finished_runs(tmp_path):
     assert paired["n"] == 3 and paired["ci95"][0] > 0  # consistently higher mAP
     assert paired["verdict"] == "better"
     table = open(os.path.join(out, "detection.md")).read()
+    # images/s: the mean over seeds (10.0333...) with one decimal
+    assert "| plain_fpn | 1,000 | 15.00 +- 5.00 | 30.00 +- 10.00 | 7.50 +- 2.50 | 10.0 |" in table
     assert "| aw_fpn | 1,000 | 19.33 +- 5.51 |" in table
     assert "aw_fpn vs plain_fpn: mAP difference +4.33 points" in table
     assert os.path.getsize(os.path.join(out, "plots", "detection_map.png")) > 0
