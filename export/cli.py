@@ -54,6 +54,7 @@ import json
 import os
 import sys
 
+from aw_keras.utils import keras_backend
 from aw_keras.utils import tf_quiet
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -493,13 +494,11 @@ def use_tensorflow_backend():
     command runs Keras on TensorFlow whatever ``KERAS_BACKEND`` says, so a
     ``.keras`` file trained on JAX or PyTorch exports as it is. Raises
     UsageError when Keras already runs on another backend in this process."""
-    if "keras" in sys.modules:
-        import keras
-
-        if keras.backend.backend() != "tensorflow":
-            raise UsageError(f"aw-export needs Keras on TensorFlow; this process already runs "
-                             f"it on {keras.backend.backend()} (run aw-export as a command).")
-    os.environ["KERAS_BACKEND"] = "tensorflow"
+    try:
+        keras_backend.select_backend("tensorflow")
+    except ValueError as error:
+        raise UsageError(f"aw-export needs Keras on TensorFlow: {error} Run aw-export as a "
+                         "command.") from None
 
 
 def main(argv=None):

@@ -41,6 +41,7 @@ from aw_keras.layers import fused_op
 from aw_keras.layers.conv_geometry import ConvGeometry  # noqa: F401 (re-exported)
 from aw_keras.layers.conv_geometry import output_hw
 from aw_keras.layers.conv_geometry import output_size
+from aw_keras.layers.ops_kernels import tap_slice  # noqa: F401 (backend-free slicing)
 
 
 def sum_partials(partials, add_chain=False):
@@ -120,16 +121,6 @@ def padding_only_taps(inputs, geometry):
                      if t * dilation + last < before or t * dilation >= before + size})
     kh, kw = geometry.kernel_size
     return {(j, k) for j in range(kh) for k in range(kw) if j in dead[0] or k in dead[1]}
-
-
-def tap_slice(padded, j, k, out_size, geometry):
-    """The input window read by kernel tap (j, k) for every output position."""
-    (sh, sw), (dh, dw) = geometry.strides, geometry.dilation_rate
-    oh, ow = out_size
-    top, left = j * dh, k * dw
-    if (top, left, sh, sw) == (0, 0, 1, 1) and (oh, ow) == tuple(padded.shape[1:3]):
-        return padded  # the whole map (1x1 kernels): no copy, no STRIDED_SLICE op
-    return padded[:, top : top + (oh - 1) * sh + 1 : sh, left : left + (ow - 1) * sw + 1 : sw, :]
 
 
 def repeat_axis(tensor, axis, times):

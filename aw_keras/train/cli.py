@@ -22,6 +22,7 @@ import os
 import re
 import sys
 
+from aw_keras.utils import keras_backend
 from aw_keras.utils import tf_quiet
 
 # --batch-size defaults: detection images are larger (128-512 px) and each holds
@@ -170,6 +171,10 @@ def check_early(args):
         except ValueError as error:
             raise UsageError(str(error)) from None
     detection = applications.model_task(args.model.lower()) == "detection_backbone"
+    import keras
+
+    if detection and keras.backend.backend() != "tensorflow":
+        raise UsageError(detection_backend_message(keras.backend.backend()))
     if detection:
         args.detector = args.detector or "retinanet"
         levels = (args.model_kwargs or {}).get("levels", "two_stage")
@@ -223,41 +228,33 @@ def option_message(message, parser):
     return re.sub(r"`(\w+)(=True)?`", option, message)
 
 
-def select_backend(backend):
-    """Makes ``backend`` (None: KERAS_BACKEND, else tensorflow) Keras's backend
-    before Keras is imported; returns its name. Raises UsageError when Keras is
-    already running on another one (ValueError)."""
-    backend = backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
-    if "keras" in sys.modules:
-        import keras
-
-        if keras.backend.backend() != backend:
-            raise ValueError(f"--backend {backend}: Keras is already running on "
-                             f"{keras.backend.backend()} in this process.")
-    os.environ["KERAS_BACKEND"] = backend
-    return backend
-
-
 def check_backend(args, backend):
-    """What runs only on TensorFlow today; raises ValueError."""
+    """What runs only on TensorFlow today, as far as the flags say (an FPN
+    backbone given without --detector is refused by `check_early`, once the
+    registry may be imported); raises ValueError."""
     if backend == "tensorflow":
         return
     if args.strategy:
         raise ValueError(f"--strategy {args.strategy} is tf.distribute: use --backend "
                          f"tensorflow (got --backend {backend}).")
-    if args.detector or args.model.lower().endswith("_fpn"):
-        raise ValueError(f"detection runs on --backend tensorflow only for now (got --backend "
-                         f"{backend}; docs/backends.md).")
+    if args.detector:
+        raise ValueError(detection_backend_message(backend))
+
+
+def detection_backend_message(backend):
+    return (f"detection runs on --backend tensorflow only for now (got --backend {backend}; "
+            "docs/backends.md).")
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    backend = args.backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
     try:
-        check_backend(args, args.backend or os.environ.get("KERAS_BACKEND") or "tensorflow")
-        select_backend(args.backend)
+        check_backend(args, backend)
+        keras_backend.select_backend(backend)
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(f"--backend {backend}: {error}")
     tf_quiet.import_tensorflow()  # after parsing: --help and usage errors need no TensorFlow
     from aw_keras.data import DataError
     from aw_keras.train.run import RunConfig

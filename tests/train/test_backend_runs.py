@@ -93,3 +93,15 @@ def test_another_backend_than_the_running_one_is_a_usage_error(capsys, tmp_path)
     status, _, err = run_main(capsys, cli.main, "aw_resnet_cifar", "--backend", "torch",
                               "--out", str(tmp_path / "run"))
     assert status == 2 and "Keras is already running on tensorflow" in err, err
+
+
+def test_an_fpn_backbone_on_another_backend_is_a_usage_error(tmp_path):
+    """Without --detector the registry says the model is a detection backbone;
+    on JAX that is refused before anything is written."""
+    out = tmp_path / "run"
+    done = subprocess.run(train_command("aw_resnet_small_fpn", "--backend", "jax", "--out",
+                                        str(out)),
+                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "detection runs on --backend tensorflow only" in done.stderr, done.stderr[-2000:]
+    assert not out.exists()
