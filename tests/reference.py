@@ -8,6 +8,7 @@ against.
 
 import math
 
+import keras
 import numpy as np
 
 
@@ -112,23 +113,28 @@ def aw_conv2d(x, weights, config, training=False):
     return out
 
 
+def _float64(variable):
+    """A Keras variable's value as a float64 NumPy array, on any backend."""
+    return keras.ops.convert_to_numpy(variable).astype(np.float64)
+
+
 def layer_weights(layer):
     """The AWConv2D weights as NumPy arrays, in the dict `aw_conv2d` reads."""
 
     def bn(layer_bn):
         return {
-            "gamma": np.asarray(layer_bn.gamma, np.float64),
-            "beta": np.asarray(layer_bn.beta, np.float64),
-            "moving_mean": np.asarray(layer_bn.moving_mean, np.float64),
-            "moving_variance": np.asarray(layer_bn.moving_variance, np.float64),
+            "gamma": _float64(layer_bn.gamma),
+            "beta": _float64(layer_bn.beta),
+            "moving_mean": _float64(layer_bn.moving_mean),
+            "moving_variance": _float64(layer_bn.moving_variance),
             "epsilon": layer_bn.epsilon,
         }
 
     return {
-        "kernel": np.asarray(layer.kernel, np.float64),
-        "bias": None if layer.bias is None else np.asarray(layer.bias, np.float64),
-        "squeeze_kernel": np.asarray(layer.squeeze_conv.kernel, np.float64)[0, 0],
-        "excite_kernel": np.asarray(layer.excite_conv.kernel, np.float64)[0, 0],
+        "kernel": _float64(layer.kernel),
+        "bias": None if layer.bias is None else _float64(layer.bias),
+        "squeeze_kernel": _float64(layer.squeeze_conv.kernel)[0, 0],
+        "excite_kernel": _float64(layer.excite_conv.kernel)[0, 0],
         "squeeze_bn": bn(layer.squeeze_bn),
         "excite_bn": bn(layer.excite_bn),
     }

@@ -13,7 +13,7 @@ concrete shapes; PyTorch runs eagerly). The strategies:
   the FLOPs of the plain convolution, no per-sample kernel.
 - ``matmul``: im2col by tap slices, then one batched matmul with ``AK``.
 - ``per_sample``: ``keras.ops.vectorized_map`` of one convolution per sample
-  (``jax.vmap`` / ``torch.vmap``).
+  (``jax.vmap``; on PyTorch ``keras.ops.map``, a loop over the samples).
 - ``grouped``: the batch folded into the channels and one grouped convolution
   (``keras.ops.conv`` infers the group count from the kernel), the form
   PyTorch code usually takes (timm's CondConv2d).
@@ -31,6 +31,7 @@ Example:
 (2, 8, 8, 6)
 """
 
+import keras
 from keras import ops
 
 from aw_keras.layers.conv_geometry import output_hw
@@ -140,11 +141,13 @@ def _conv(inputs, kernel, geometry):
 
 
 def per_sample(inputs, kernel, scale, geometry, training=False):
-    """One convolution per sample with its own kernel, by ``ops.vectorized_map``."""
+    """One convolution per sample with its own kernel, by ``ops.vectorized_map``
+    (``ops.map``, a loop, on PyTorch: ``torch.vmap`` has no rule for its
+    convolution on channels-last inputs)."""
     padded, _ = pad_for_taps(inputs, geometry)
     kernels = per_sample_kernels(kernel, scale)
-    return ops.vectorized_map(lambda pair: _conv(pair[0][None], pair[1], geometry)[0],
-                              (padded, kernels))
+    mapper = ops.map if keras.backend.backend() == "torch" else ops.vectorized_map
+    return mapper(lambda pair: _conv(pair[0][None], pair[1], geometry)[0], (padded, kernels))
 
 
 def grouped(inputs, kernel, scale, geometry, training=False):

@@ -52,10 +52,10 @@ def test_top_down_path_matches_a_literal_fpn():
     x = np.random.default_rng(0).uniform(0, 255, (1,) + shape).astype("float32")
     c = keras.Model(backbone.inputs, [backbone.get_layer(f"conv{l}_block1_out").output
                                       for l in (3, 4, 5)])(x)
-    c = {level: np.asarray(t, np.float64) for level, t in zip((3, 4, 5), c)}
+    c = {level: keras.ops.convert_to_numpy(t).astype(np.float64) for level, t in zip((3, 4, 5), c)}
 
     def conv(t, layer_name, padding):
-        kernel, bias = (np.asarray(w, np.float64) for w in backbone.get_layer(layer_name).weights)
+        kernel, bias = (keras.ops.convert_to_numpy(w).astype(np.float64) for w in backbone.get_layer(layer_name).weights)
         kh = kernel.shape[0]
         t = np.pad(t, ((0, 0), (kh // 2,) * 2, (kh // 2,) * 2, (0, 0))) if padding else t
         out_h, out_w = t.shape[1] - kh + 1, t.shape[2] - kh + 1
@@ -71,7 +71,7 @@ def test_top_down_path_matches_a_literal_fpn():
     lateral3 = conv(c[3], "fpn_lateral3", False)
     merged3 = lateral3 + _nearest(merged4, *lateral3.shape[1:3])
     expected = conv(merged3, "fpn_output3", True)
-    np.testing.assert_allclose(np.asarray(backbone(x)["P3"]), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(backbone(x)["P3"]), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("prefix", VARIANT_PREFIXES)
@@ -136,7 +136,7 @@ def test_keras_round_trip_in_a_fresh_process(tmp_path):
     for name in ("aw_resnet_small_fpn", "cbam_resnet_small_fpn"):
         backbone = applications.get_model(name, input_shape=(64, 64, 3))
         backbone.save(tmp_path / f"{name}.keras")
-        np.save(tmp_path / f"{name}.npy", np.asarray(backbone(x)["P4"]))
+        np.save(tmp_path / f"{name}.npy", keras.ops.convert_to_numpy(backbone(x)["P4"]))
     np.save(tmp_path / "x.npy", x)
     code = textwrap.dedent(f"""
         import numpy as np, keras
@@ -144,7 +144,7 @@ def test_keras_round_trip_in_a_fresh_process(tmp_path):
         x = np.load({str(tmp_path / 'x.npy')!r})
         for name in ("aw_resnet_small_fpn", "cbam_resnet_small_fpn"):
             model = keras.saving.load_model({str(tmp_path)!r} + f"/{{name}}.keras", safe_mode=True)
-            np.testing.assert_array_equal(np.asarray(model(x)["P4"]),
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x)["P4"]),
                                           np.load({str(tmp_path)!r} + f"/{{name}}.npy"))
             print(type(model).__name__, model.min_level, model.max_level)
         """)

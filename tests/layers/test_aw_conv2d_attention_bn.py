@@ -32,15 +32,16 @@ def test_arguments_reach_both_batch_norms_and_round_trip_through_the_config():
 
 
 def test_default_momentum_lets_moving_statistics_follow_a_short_training():
-    """60 training-mode calls on one batch: the inference output matches the
-    training-mode one (with Keras's 0.99 the moving statistics are still 0.55 of
-    the way from their start, and the outputs differ by ~20 % of their range)."""
+    """100 training-mode calls on one batch: the inference output matches the
+    training-mode one (with Keras's 0.99 the moving statistics are still 0.37 of
+    the way from their start). Each backend draws its own initial weights: after
+    60 calls the outputs differed by 1 % of their range on JAX, 3 % on PyTorch."""
     keras.utils.set_random_seed(0)
     layer = AWConv2D(8, 3, padding="same")
     assert layer.attention_bn_momentum == 0.9
     assert layer.attention_bn_epsilon == 1e-3
     x = _offset_inputs()
-    for _ in range(60):
+    for _ in range(100):
         training = keras.ops.convert_to_numpy(layer(x, training=True))
     inference = keras.ops.convert_to_numpy(layer(x, training=False))
     scale = np.abs(training).max()

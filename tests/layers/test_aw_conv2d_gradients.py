@@ -46,7 +46,7 @@ TARGETS = ("kernel", "squeeze_conv/kernel", "excite_conv/kernel", "excite_bn/gam
 def oracle_loss(layer, x, values, weights_out):
     """``sum(O * weights_out)`` with O from the NumPy oracle of Eq. 4-8 in float64,
     in training mode, with ``layer``'s trainable variables set to ``values``."""
-    by_path = {v.path.split("/", 1)[1]: np.asarray(value, np.float64)
+    by_path = {v.path.split("/", 1)[1]: keras.ops.convert_to_numpy(value).astype(np.float64)
                for v, value in zip(layer.trainable_variables, values)}
     weights = reference.layer_weights(layer)
     weights["kernel"] = by_path["kernel"]

@@ -47,7 +47,7 @@ def check_against_reference(layer_kwargs, input_shape, implementation, training,
     x = np.random.default_rng(seed + 2).normal(size=input_shape).astype("float32")
     layer = make_layer(input_shape, seed=seed, implementation=implementation, **layer_kwargs)
     expected = reference.aw_conv2d(x, reference.layer_weights(layer), layer.get_config(), training)
-    got = np.asarray(layer(x, training=training))
+    got = keras.ops.convert_to_numpy(layer(x, training=training))
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, **TOLERANCE)
     return layer, x
@@ -173,7 +173,7 @@ def test_attention_maps_follow_equation_8():
     layer = make_layer((3, 7, 9, 4), filters=6, kernel_size=3, reduction_ratio=2,
                        input_channel_reduction=2, output_channel_reduction=2)
     x = np.random.default_rng(4).normal(size=(3, 7, 9, 4)).astype("float32")
-    maps = np.asarray(layer.attention_maps(x))
+    maps = keras.ops.convert_to_numpy(layer.attention_maps(x))
     assert maps.shape == (3, 3, 3, 4, 6)  # (N, kh, kw, C1, C2): the kernel's layout
     expected = reference.attention_maps(x, reference.layer_weights(layer), layer.get_config(), False)
     np.testing.assert_allclose(maps, np.transpose(expected, (0, 3, 4, 2, 1)), **TOLERANCE)
@@ -187,8 +187,8 @@ def test_attention_changes_the_output():
     """Sanity: AW output differs from the plain conv with the same kernel."""
     layer, x = check_against_reference(dict(filters=6, kernel_size=3, padding="same", use_bias=False),
                                        (2, 7, 9, 4), "auto", False)
-    plain = np.asarray(keras.ops.conv(x, layer.kernel, padding="same"))
-    assert np.abs(np.asarray(layer(x)) - plain).max() > 1e-2
+    plain = keras.ops.convert_to_numpy(keras.ops.conv(x, layer.kernel, padding="same"))
+    assert np.abs(keras.ops.convert_to_numpy(layer(x)) - plain).max() > 1e-2
 
 
 @pytest.mark.parametrize("attention_mode", ["residual", "multiplicative"])
@@ -201,9 +201,9 @@ def test_public_attention_api_follows_equations_6_to_8(attention_mode):
     expected = np.transpose(
         reference.attention_maps(x, reference.layer_weights(layer), layer.get_config(), False),
         (0, 3, 4, 2, 1))                                  # (N, kh, kw, C1, C2)
-    compact = np.asarray(layer.compact_attention(x))
+    compact = keras.ops.convert_to_numpy(layer.compact_attention(x))
     assert compact.shape == (2, 3, 3, 2, 6)               # G1 = C1 / r_C1 = 2
     np.testing.assert_allclose(compact, expected[..., ::2, :], **TOLERANCE)
-    scale = np.asarray(layer.attention_scale(x))
+    scale = keras.ops.convert_to_numpy(layer.attention_scale(x))
     np.testing.assert_allclose(scale, compact + 1.0 if attention_mode == "residual" else compact,
                                **TOLERANCE)

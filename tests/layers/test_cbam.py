@@ -62,11 +62,11 @@ def test_matches_numpy_reference(use_max_pool, use_spatial):
 def test_channels_first_matches_channels_last():
     x = np.random.default_rng(0).normal(size=(2, 6, 7, 16)).astype("float32")
     last = CBAM(reduction_ratio=4)
-    expected = np.asarray(last(x))
+    expected = keras.ops.convert_to_numpy(last(x))
     first = CBAM(reduction_ratio=4, data_format="channels_first")
     first.build((None, 16, 6, 7))
     first.set_weights(last.get_weights())
-    got = np.asarray(first(np.transpose(x, (0, 3, 1, 2))))
+    got = keras.ops.convert_to_numpy(first(np.transpose(x, (0, 3, 1, 2))))
     np.testing.assert_allclose(np.transpose(got, (0, 2, 3, 1)), expected, atol=1e-5)
 
 
