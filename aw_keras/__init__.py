@@ -39,7 +39,7 @@ SERIALIZABLE = {
     "aw_keras>ReverseChannels": "aw_keras.applications",
     "aw_keras>FPNBackbone": "aw_keras.applications",
     "aw_keras>RetinaNet": "aw_keras.detection",
-    "aw_keras>FasterRCNN": "aw_keras.detection",
+    "aw_keras>FasterRCNN": "aw_keras.detection.faster_rcnn",
     "aw_keras>AWConvExport": "aw_keras.export.layers",
     "aw_keras>Absorbed": "aw_keras.export.layers",
 }
@@ -67,6 +67,8 @@ def _placeholder(registered_name, module_name):
             importlib.import_module(module_name)
         except ImportError as error:
             extra = {"aw_keras.detection": " (pip install 'aw_keras[detection]')",
+                     "aw_keras.detection.faster_rcnn": " (pip install 'aw_keras[detection]' "
+                                                       "tensorflow)",
                      "aw_keras.export": " (pip install 'aw_keras[export]')"}.get(module_name, "")
             raise ImportError(f"Loading {registered_name!r} needs {module_name}, which failed "
                               f"to import: {error}{extra}") from error

@@ -53,6 +53,9 @@ __all__ = sorted(_PUBLIC)
 
 def __getattr__(name):
     if name in _PUBLIC:
+        from aw_keras.utils.optional import require_tensorflow
+
+        require_tensorflow(f"aw_keras.export.{name} (export runs on TensorFlow)")
         value = getattr(importlib.import_module(_PUBLIC[name]), name)
         globals()[name] = value
         return value

@@ -499,6 +499,10 @@ def use_tensorflow_backend():
     except ValueError as error:
         raise UsageError(f"aw-export needs Keras on TensorFlow: {error} Run aw-export as a "
                          "command.") from None
+    try:
+        tf_quiet.import_tensorflow("aw-export (SavedModel, TFLite and ONNX come from TensorFlow)")
+    except ImportError as error:
+        raise UsageError(str(error)) from None
 
 
 def main(argv=None):

@@ -17,27 +17,31 @@ Detection data (COCO layout, see `aw_keras.data.coco`):
 >>> train_ds = data.detection_dataset(train, image_size=128, batch_size=16, training=True)
 """
 
-from aw_keras.data.coco import CocoImage
-from aw_keras.data.coco import CocoSplit
-from aw_keras.data.coco import detection_dataset
-from aw_keras.data.coco import find_coco_splits
-from aw_keras.data.coco import load_coco
-from aw_keras.data.fashion_detection import fashion_detection_dir
-from aw_keras.data.fashion_detection import write_fashion_detection
-from aw_keras.data.pipeline import eval_dataset
-from aw_keras.data.pipeline import image_shape
-from aw_keras.data.pipeline import normalization
-from aw_keras.data.pipeline import sample_images
-from aw_keras.data.pipeline import train_dataset
-from aw_keras.data.presets import PRESETS
-from aw_keras.data.presets import Preset
-from aw_keras.data.presets import get_preset
-from aw_keras.data.sources import HOW_TO_GET_DATA
-from aw_keras.data.sources import DataError
-from aw_keras.data.sources import Source
-from aw_keras.data.sources import Split
-from aw_keras.data.sources import find_fashion_mnist
-from aw_keras.data.sources import get_source
-from aw_keras.data.sources import load_fashion_mnist
-from aw_keras.data.sources import load_image_folder
-from aw_keras.data.sources import load_tfds
+from aw_keras.utils.optional import require_tensorflow
+
+require_tensorflow("aw_keras.data (its input pipelines are tf.data)")
+
+from aw_keras.data.coco import CocoImage  # noqa: E402
+from aw_keras.data.coco import CocoSplit  # noqa: E402
+from aw_keras.data.coco import detection_dataset  # noqa: E402
+from aw_keras.data.coco import find_coco_splits  # noqa: E402
+from aw_keras.data.coco import load_coco  # noqa: E402
+from aw_keras.data.fashion_detection import fashion_detection_dir  # noqa: E402
+from aw_keras.data.fashion_detection import write_fashion_detection  # noqa: E402
+from aw_keras.data.pipeline import eval_dataset  # noqa: E402
+from aw_keras.data.pipeline import image_shape  # noqa: E402
+from aw_keras.data.pipeline import normalization  # noqa: E402
+from aw_keras.data.pipeline import sample_images  # noqa: E402
+from aw_keras.data.pipeline import train_dataset  # noqa: E402
+from aw_keras.data.presets import PRESETS  # noqa: E402
+from aw_keras.data.presets import Preset  # noqa: E402
+from aw_keras.data.presets import get_preset  # noqa: E402
+from aw_keras.data.sources import HOW_TO_GET_DATA  # noqa: E402
+from aw_keras.data.sources import DataError  # noqa: E402
+from aw_keras.data.sources import Source  # noqa: E402
+from aw_keras.data.sources import Split  # noqa: E402
+from aw_keras.data.sources import find_fashion_mnist  # noqa: E402
+from aw_keras.data.sources import get_source  # noqa: E402
+from aw_keras.data.sources import load_fashion_mnist  # noqa: E402
+from aw_keras.data.sources import load_image_folder  # noqa: E402
+from aw_keras.data.sources import load_tfds  # noqa: E402

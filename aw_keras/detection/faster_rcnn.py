@@ -55,7 +55,13 @@ Example:
 
 import keras
 import numpy as np
-import tensorflow as tf
+
+try:
+    import tensorflow as tf
+except ImportError as error:
+    raise ImportError("aw_keras.detection.FasterRCNN is built on TensorFlow ops and needs "
+                      "TensorFlow: pip install tensorflow (aw_keras's default install; "
+                      "RetinaNet runs on every Keras backend without it).") from error
 
 try:
     import keras_hub
@@ -113,6 +119,12 @@ class FasterRCNN(keras.Model):
                  roi_positive_fraction=0.25, roi_output_size=7, sampling_ratio=2,
                  representation_size=1024, score_threshold=0.05, nms_iou=0.5,
                  max_detections=100, box_min_size=1e-2, seed=None, **kwargs):
+        if keras.backend.backend() != "tensorflow":
+            raise NotImplementedError(
+                f"FasterRCNN runs on Keras's TensorFlow backend only (its RPN, RoIAlign and "
+                f"NMS are TensorFlow ops); Keras is running on {keras.backend.backend()!r}. "
+                "Use KERAS_BACKEND=tensorflow, or aw_keras.detection.RetinaNet, which runs "
+                "on every backend.")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"`num_classes` must be a positive int, received {num_classes!r}.")
         missing = [a for a in ("image_shape", "min_level", "max_level") if not hasattr(backbone, a)]

@@ -27,6 +27,8 @@ import re
 import sys
 import tempfile
 
+from aw_keras.utils.optional import require_tensorflow
+
 ENV_VARIABLE = "AW_KERAS_TF_LOGS"
 # TF_CPP_MIN_LOG_LEVEL set when the user has not: 2 hides TensorFlow's C++ INFO and
 # WARNING messages, ERROR and FATAL still show.
@@ -129,23 +131,22 @@ def filtered_stderr():
                     pass
 
 
-def import_tensorflow():
+def import_tensorflow(feature="this part of aw_keras"):
     """``import tensorflow`` (and its first look at the devices, where the CUDA
     lines come from) with the start-up noise filtered out; returns the module.
+    Without TensorFlow installed: an ImportError saying that ``feature`` needs it.
 
     Sets ``TF_CPP_MIN_LOG_LEVEL`` to 2 if it is unset. Call it before anything
     else imports TensorFlow (Keras included); once TensorFlow is imported it
     only returns the module. ``AW_KERAS_TF_LOGS=1`` turns the filter off.
     """
-    if "tensorflow" in sys.modules:
+    if sys.modules.get("tensorflow") is not None:
         return sys.modules["tensorflow"]
     if not enabled():
-        import tensorflow
-
-        return tensorflow
+        return require_tensorflow(feature)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULT_MIN_LOG_LEVEL)
     with filtered_stderr():
-        import tensorflow
+        tensorflow = require_tensorflow(feature)
 
         # The CUDA platform starts (and says "failed call to cuInit" without a GPU)
         # on the first device query; listing devices leaves them configurable.

@@ -6,10 +6,7 @@ import): ``import aw_keras`` and training without TensorFlow importable, and
 (The oracle, gradient and harness tests themselves run on JAX in their own
 pytest process: `scripts/test.sh`.)"""
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,25 +16,10 @@ from aw_keras.layers import AWConv2D
 from aw_keras.layers import CBAM
 from aw_keras.layers import SqueezeExcite
 
-pytest.importorskip("jax", reason="JAX is not installed (pip install 'aw_keras[jax]')")
-
-# Makes `import tensorflow` fail in the child, as on a machine without it.
-BLOCK_TENSORFLOW = """
-import importlib.abc, sys
-class _NoTensorFlow(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ImportError(f"No module named {name!r} (blocked by the test)")
-sys.meta_path.insert(0, _NoTensorFlow())
-"""
-
-
-def _run(code, backend="jax", timeout=300):
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+from other_backends import BLOCK_TENSORFLOW  # noqa: E402
+from other_backends import TENSORFLOW_LOADED  # noqa: E402
+from other_backends import other_backend_params  # noqa: E402
+from other_backends import run_on  # noqa: E402
 
 
 def build_model(seed=0):
@@ -65,7 +47,7 @@ CHILD = """
 import json, sys
 import numpy as np, keras, aw_keras
 from aw_keras.layers import AWConv2D
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests_root!r}]
 from test_backends import build_model
 
 # 1. the file saved on TensorFlow, on this backend
@@ -80,52 +62,89 @@ model.fit(x, np.zeros(model.output_shape[1:], "float32")[None].repeat(len(x), 0)
 model.save({saved!r})
 np.save({saved_out!r}, np.asarray(model.predict(x, verbose=0)))
 print(json.dumps({{"backend": keras.backend.backend(),
-                   "tensorflow_loaded": "tensorflow" in sys.modules,
+                   "tensorflow_loaded": {loaded},
                    "strategies": sorted({{l.resolved_implementation(
                        (3,) + tuple(l.input.shape[1:]), False)
                        for l in loaded.layers if isinstance(l, AWConv2D)}})}}))
 """
 
 
-def test_keras_files_cross_between_tensorflow_and_jax(tmp_path):
-    """A .keras file saved on TensorFlow gives the same outputs on JAX, and one
-    trained and saved on JAX the same on TensorFlow (float32, 1e-5 relative);
-    the JAX process never imports TensorFlow."""
+@pytest.mark.parametrize("backend", other_backend_params())
+def test_keras_files_cross_between_tensorflow_and_another_backend(tmp_path, backend):
+    """A .keras file saved on TensorFlow gives the same outputs on JAX / PyTorch,
+    and one trained and saved there the same on TensorFlow (float32, 1e-5
+    relative); that process never imports TensorFlow."""
     model = build_model()
     x = np.random.default_rng(2).normal(size=(6, 11, 13, 4)).astype("float32")
     paths = {name: str(tmp_path / name) for name in
-             ("tf.keras", "inputs.npy", "loaded.npy", "jax.keras", "jax_out.npy")}
+             ("tf.keras", "inputs.npy", "loaded.npy", "other.keras", "other_out.npy")}
     model.save(paths["tf.keras"])
     np.save(paths["inputs.npy"], x)
-    report = _run(BLOCK_TENSORFLOW + CHILD.format(
-        tests=os.path.dirname(__file__), path=paths["tf.keras"], inputs=paths["inputs.npy"],
-        loaded_out=paths["loaded.npy"], saved=paths["jax.keras"], saved_out=paths["jax_out.npy"]))
-    assert report == {"backend": "jax", "tensorflow_loaded": False,
+    report = run_on(backend, BLOCK_TENSORFLOW + CHILD.format(
+        loaded=TENSORFLOW_LOADED, tests=os.path.dirname(__file__), tests_root=os.path.dirname(os.path.dirname(__file__)),
+        path=paths["tf.keras"], inputs=paths["inputs.npy"],
+        loaded_out=paths["loaded.npy"], saved=paths["other.keras"], saved_out=paths["other_out.npy"]))
+    assert report == {"backend": backend, "tensorflow_loaded": False,
                       "strategies": ["taps"]}, report
     np.testing.assert_allclose(np.load(paths["loaded.npy"]), model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)
-    from_jax = keras.saving.load_model(paths["jax.keras"])
-    np.testing.assert_allclose(from_jax.predict(x, verbose=0), np.load(paths["jax_out.npy"]),
+    from_other = keras.saving.load_model(paths["other.keras"])
+    np.testing.assert_allclose(from_other.predict(x, verbose=0), np.load(paths["other_out.npy"]),
                                rtol=1e-5, atol=1e-5)
-    # the JAX step trained: its weights are not the seed-1 initial ones
+    # the step there trained: its weights are not the seed-1 initial ones
     assert not all(np.array_equal(a, b) for a, b in
-                   zip(from_jax.get_weights(), build_model(seed=1).get_weights()))
+                   zip(from_other.get_weights(), build_model(seed=1).get_weights()))
 
 
-def test_import_aw_keras_needs_no_tensorflow_on_jax():
-    """``import aw_keras`` and its layers without TensorFlow; the TensorFlow-only
-    parts say which extra they need."""
-    report = _run(BLOCK_TENSORFLOW + """
-import json, sys
-import aw_keras, aw_keras.layers, aw_keras.optimizers
+NO_TENSORFLOW_CHILD = """
+import contextlib, io, json, sys
+import numpy as np
+import aw_keras, aw_keras.layers, aw_keras.optimizers, aw_keras.applications
 from aw_keras.layers import AWConv2D
+report = {}
 layer = AWConv2D(4, 3, implementation="fused")
 try:
-    layer(__import__("numpy").zeros((1, 5, 5, 2), "float32"))
-    fused = "ran"
+    layer(np.zeros((1, 5, 5, 2), "float32"))
+    report["fused"] = "ran"
 except ValueError as error:
-    fused = str(error)
-print(json.dumps({"tensorflow_loaded": "tensorflow" in sys.modules, "fused": fused}))
-""")
+    report["fused"] = str(error)
+report["registry"] = aw_keras.applications.is_model("aw_resnet50")
+# the TensorFlow-only parts: an ImportError that says what to install
+for name, attempt in [
+        ("data", lambda: __import__("aw_keras.data")),
+        ("export", lambda: aw_keras.export.export_tflite),
+        ("faster_rcnn", lambda: __import__("aw_keras.detection").detection.FasterRCNN)]:
+    try:
+        attempt()
+        report[name] = "imported"
+    except ImportError as error:
+        report[name] = str(error)
+from aw_keras.train import cli
+stderr = io.StringIO()
+with contextlib.redirect_stderr(stderr):
+    try:
+        cli.main(["aw_resnet_cifar", "--out", "unused"])
+    except SystemExit as exit:
+        report["aw_train"] = [exit.code, stderr.getvalue()]
+report["tensorflow_loaded"] = TENSORFLOW_LOADED
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("backend", other_backend_params())
+def test_without_tensorflow_the_layers_run_and_the_tensorflow_parts_say_so(backend, tmp_path):
+    """``import aw_keras``, its layers, optimizers and model families run without
+    TensorFlow; the parts that are TensorFlow's (tf.data pipelines, export, the
+    fused op, Faster R-CNN, aw-train) each say what to install."""
+    pytest.importorskip("keras_hub", reason="keras-hub (the 'detection' extra) is not installed")
+    report = run_on(backend, "import os; os.chdir(%r)\n" % str(tmp_path)
+                    + BLOCK_TENSORFLOW + NO_TENSORFLOW_CHILD.replace("TENSORFLOW_LOADED", TENSORFLOW_LOADED))
     assert report["tensorflow_loaded"] is False
-    assert "does not run on the jax backend" in report["fused"], report
+    assert f"does not run on the {backend} backend" in report["fused"], report
+    assert report["registry"] is True
+    for name, feature in (("data", "aw_keras.data"), ("export", "aw_keras.export.export_tflite"),
+                          ("faster_rcnn", "FasterRCNN")):
+        assert feature in report[name] and "pip install tensorflow" in report[name], report[name]
+    status, stderr = report["aw_train"]
+    assert status == 2 and "aw-train (its input pipelines are tf.data) needs TensorFlow" in stderr
+    assert not (tmp_path / "unused").exists()
