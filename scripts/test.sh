@@ -19,7 +19,7 @@ workers="${PYTEST_WORKERS:-2}"
 other_backend() {
   local backend="$1" marker="$2"; shift 2
   echo "[test] the tests marked 'backends' on KERAS_BACKEND=$backend"
-  KERAS_BACKEND="$backend" python -m pytest tests/layers tests/applications -m "backends and ($marker)" \
+  KERAS_BACKEND="$backend" python -m pytest tests/layers tests/applications tests/detection -m "backends and ($marker)" \
     -n "$workers" --dist worksteal --durations=5 "$@"
 }
 

@@ -75,6 +75,8 @@ def _json_object(flag, example):
 
 
 BACKENDS = ("tensorflow", "jax", "torch")
+# detectors built on TensorFlow ops (the others run on every Keras backend)
+TENSORFLOW_ONLY_DETECTORS = ("faster_rcnn",)
 
 
 def build_parser():
@@ -120,7 +122,7 @@ def build_parser():
         help="mixed_float16 on GPU, mixed_bfloat16 on CPU")
     add("--backend", choices=BACKENDS, default=None,
         help="Keras backend (default: KERAS_BACKEND, else tensorflow); jax and torch train "
-             "classifiers without --strategy (docs/backends.md)")
+             "classifiers and RetinaNet, without --strategy (docs/backends.md)")
     add("--jit", action="store_true", help="compile train/eval steps with XLA (TensorFlow)")
     add("--strategy", choices=("mirrored", "multiworker"), default=None,
         help="tf.distribute strategy (multiworker reads TF_CONFIG)")
@@ -171,12 +173,12 @@ def check_early(args):
         except ValueError as error:
             raise UsageError(str(error)) from None
     detection = applications.model_task(args.model.lower()) == "detection_backbone"
-    import keras
-
-    if detection and keras.backend.backend() != "tensorflow":
-        raise UsageError(detection_backend_message(keras.backend.backend()))
     if detection:
         args.detector = args.detector or "retinanet"
+        import keras
+
+        if args.detector in TENSORFLOW_ONLY_DETECTORS and keras.backend.backend() != "tensorflow":
+            raise UsageError(detector_backend_message(args.detector, keras.backend.backend()))
         levels = (args.model_kwargs or {}).get("levels", "two_stage")
         if args.detector == "faster_rcnn" and levels != "two_stage":
             raise UsageError(f"--detector faster_rcnn needs the FPN levels P2..P6 "
@@ -237,13 +239,13 @@ def check_backend(args, backend):
     if args.strategy:
         raise ValueError(f"--strategy {args.strategy} is tf.distribute: use --backend "
                          f"tensorflow (got --backend {backend}).")
-    if args.detector:
-        raise ValueError(detection_backend_message(backend))
+    if args.detector in TENSORFLOW_ONLY_DETECTORS:
+        raise ValueError(detector_backend_message(args.detector, backend))
 
 
-def detection_backend_message(backend):
-    return (f"detection runs on --backend tensorflow only for now (got --backend {backend}; "
-            "docs/backends.md).")
+def detector_backend_message(detector, backend):
+    return (f"--detector {detector} runs on --backend tensorflow only for now (got --backend "
+            f"{backend}); --detector retinanet runs on every backend (docs/backends.md).")
 
 
 def main(argv=None):
@@ -255,7 +257,10 @@ def main(argv=None):
         keras_backend.select_backend(backend)
     except ValueError as error:
         parser.error(f"--backend {backend}: {error}")
-    tf_quiet.import_tensorflow()  # after parsing: --help and usage errors need no TensorFlow
+    try:  # after parsing: --help and usage errors need no TensorFlow
+        tf_quiet.import_tensorflow("aw-train (its input pipelines are tf.data)")
+    except ImportError as error:
+        parser.error(str(error))
     from aw_keras.data import DataError
     from aw_keras.train.run import RunConfig
     from aw_keras.train.run import UsageError

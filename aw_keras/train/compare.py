@@ -292,13 +292,17 @@ class Runner:
 
 
 def load_run(directory):
-    """metrics.json and history.json of a finished run, or None."""
+    """metrics.json and history.json of a finished run, with the Keras backend
+    its run.json names (runs written before backends were recorded: tensorflow),
+    or None."""
     metrics = read_json(os.path.join(directory, "metrics.json"))
     if metrics is None:
         return None
     history = read_json(os.path.join(directory, "history.json"), [])
     metrics = dict(metrics)
     metrics["history"] = history
+    metrics["backend"] = (read_json(os.path.join(directory, "run.json"), {}) or {}).get(
+        "backend", "tensorflow")
     metrics["train_seconds"] = sum(h.get("train_seconds", 0.0) for h in history)
     return metrics
 
@@ -643,13 +647,15 @@ def compare(args, train_args, command_line, log=print):
     if args.equal_time:
         failed += equal_time(args, runner, models, baseline, runs, summary, log)
     minutes = (time.perf_counter() - start) / 60
+    backends = sorted({run["backend"] for run in runs.values()})
     summary["settings"] = {**settings, "seeds": args.seeds, "models": models,
-                           "command": command_line}
+                           "command": command_line, "backends": backends}
     epochs = args.epochs or next((e["epochs"] for e in summary["models"].values()
                                   if e.get("epochs")), None)
     reused = (f" ({runner.reused} finished run{'s' if runner.reused != 1 else ''} reused)"
               if runner.reused else "")
-    header = (f"aw-compare on {args.dataset}, {count_phrase(epochs, 'epoch')}, seeds "
+    on_backends = f" (Keras on {', '.join(backends)})" if backends else ""
+    header = (f"aw-compare on {args.dataset}{on_backends}, {count_phrase(epochs, 'epoch')}, seeds "
               f"{' '.join(map(str, args.seeds))}; top-1 error of the last model on the test "
               f"split; this invocation took {minutes:.1f} min{reused}.")
     text = markdown(summary, command_line, args.seeds, header)
@@ -755,8 +761,12 @@ def split_arguments(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     mine, train_args = split_arguments(argv)
-    args = build_parser().parse_args(mine)
-    tf_quiet.import_tensorflow()  # after parsing: --help and usage errors need no TensorFlow
+    parser = build_parser()
+    args = parser.parse_args(mine)
+    try:  # after parsing: --help and usage errors need no TensorFlow
+        tf_quiet.import_tensorflow("aw-compare (aw-train's input pipelines are tf.data)")
+    except ImportError as error:
+        parser.error(str(error))
     from aw_keras.train.run import UsageError
 
     command_line = "aw-compare " + " ".join(shlex.quote(a) for a in argv)

@@ -213,7 +213,9 @@ def evaluate_map(model, dataset, split):
     from aw_keras.detection import CocoEvaluator
 
     evaluator = CocoEvaluator(split.ground_truth(), category_id_of=split.category_id_of)
-    replicas = model.distribute_strategy.num_replicas_in_sync
+    # tf.distribute replicas on TensorFlow; one on the other backends
+    strategy = getattr(model, "distribute_strategy", None)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     for images, _, metadata in dataset:
         if replicas > 1:
             # predict_on_batch runs the whole batch on every replica and concatenates
@@ -261,7 +263,7 @@ def train_detector(config):
         model = build_detector(config, train_split.num_classes)
         classification.set_bn_momentum(model, BN_MOMENTUM)
         optimizer = make_optimizer(config, steps)
-        model.compile(optimizer=optimizer, jit_compile=bool(config.jit))
+        model.compile(optimizer=optimizer, jit_compile=classification.jit_compile_setting(config))
         optimizer.build(model.trainable_variables)
 
     out = config.out

@@ -150,13 +150,23 @@ def make_strategy(strategy):
 
 
 def set_mixed_precision_policy():
-    """The global policy of ``--mixed-precision``: mixed_float16 when a GPU is
-    visible, mixed_bfloat16 on CPU."""
+    """The global policy of ``--mixed-precision``: mixed_float16 when the
+    backend sees a GPU, mixed_bfloat16 on CPU."""
     import keras
-    import tensorflow as tf
 
-    on_gpu = bool(tf.config.list_logical_devices("GPU"))
-    keras.mixed_precision.set_global_policy("mixed_float16" if on_gpu else "mixed_bfloat16")
+    from aw_keras.utils.keras_backend import gpu_available
+
+    keras.mixed_precision.set_global_policy("mixed_float16" if gpu_available()
+                                            else "mixed_bfloat16")
+
+
+def jit_compile_setting(config):
+    """``compile``'s ``jit_compile`` for ``config``: ``--jit`` is TensorFlow's XLA
+    switch; JAX and PyTorch get Keras's own default ("auto": JAX compiles its
+    steps, PyTorch runs eagerly)."""
+    import keras
+
+    return bool(config.jit) if keras.backend.backend() == "tensorflow" else "auto"
 
 
 def worker_role(strategy):
@@ -516,9 +526,7 @@ def train(config):
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")]
             + ([keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")]
                if reports_top5(source) else []),
-            # JAX and PyTorch: Keras's own default (JAX compiles its steps, PyTorch runs
-            # eagerly); --jit is TensorFlow's XLA switch.
-            jit_compile=bool(config.jit) if keras.backend.backend() == "tensorflow" else "auto",
+            jit_compile=jit_compile_setting(config),
         )
         optimizer.build(model.trainable_variables)
 

@@ -21,3 +21,22 @@ def select_backend(backend):
                              f"process, not {backend}.")
     os.environ["KERAS_BACKEND"] = backend
     return backend
+
+
+def gpu_available():
+    """Whether the running Keras backend sees a GPU (TensorFlow's, JAX's or
+    PyTorch's device list)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
