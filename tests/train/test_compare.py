@@ -138,6 +138,23 @@ def test_one_seed_still_prints_the_table(capsys, tmp_path):
     assert "equal_time" not in result
 
 
+
+def test_the_report_names_the_backends_the_runs_recorded(capsys, tmp_path):
+    """Runs trained with --backend jax (their run.json says so) are reported as
+    JAX runs; runs written before backends were recorded count as TensorFlow."""
+    out = tmp_path / "jax"
+    _write_finished(out, ["resnet_cifar", "aw_resnet_cifar"], [0, 1], epochs=2)
+    for model in ("resnet_cifar", "aw_resnet_cifar"):
+        with open(os.path.join(compare.run_dir(str(out), model, 0), "run.json"), "w") as f:
+            json.dump({"backend": "jax"}, f)
+    status, stdout, _ = _run(capsys, "resnet_cifar", "aw_resnet_cifar", "--seeds", "0", "1",
+                             "--epochs", "2", "--no-equal-time", "--out", str(out))
+    assert status == 0, stdout
+    result = json.load(open(out / "comparison.json"))
+    assert result["settings"]["backends"] == ["jax", "tensorflow"]
+    assert "(Keras on jax, tensorflow)" in (out / "comparison.md").read_text()
+
+
 FAKE_TRAIN = r"""
 import json, os, sys
 args = sys.argv[1:]
