@@ -160,6 +160,7 @@ def test_config_round_trip_and_bad_arguments():
             FasterRCNN(backbone(), num_classes=2, anchor_size=bad)
 
 
+@pytest.mark.slow  # ~45 s; the SavedModel's fresh-process twin runs by default
 def test_keras_round_trip_in_a_fresh_process(tmp_path):
     images, targets = batch()
     model = detector("aw_")

@@ -12,8 +12,10 @@ import pytest
 from train_helpers import TINY_KWARGS, subprocess_env, train_command
 
 
-@pytest.mark.parametrize("flags,policy", [(["--mixed-precision"], "mixed_bfloat16"),
-                                          (["--jit"], "float32")])
+# --jit (XLA) is slow: ~45 s on 2 cores; the layer's XLA fit tests run by default
+@pytest.mark.parametrize("flags,policy", [
+    (["--mixed-precision"], "mixed_bfloat16"),
+    pytest.param(["--jit"], "float32", marks=pytest.mark.slow)])
 def test_aw_train_with_mixed_precision_or_xla(tmp_path, tiny_folder, flags, policy):
     out = str(tmp_path / "run")
     command = train_command(
