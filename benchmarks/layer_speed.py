@@ -10,9 +10,16 @@ one forward + backward (gradients for the input and every trainable weight).
     python benchmarks/layer_speed.py --repeats 5 --shapes 14x14x256
     python benchmarks/layer_speed.py --markdown docs/layer_speed_cpu.md
     python benchmarks/layer_speed.py --jit-compile      # everything under XLA
+    python benchmarks/layer_speed.py --backend jax      # AWConv2D("auto") vs Conv2D on JAX
 
 With ``--jit-compile`` the baseline Conv2D is compiled by XLA too, so the ratio
 answers "what does AW cost in a model compiled with ``jit_compile=True``".
+
+``--backend jax`` or ``--backend torch`` (with ``--dtype float32|bfloat16``)
+runs the layer section of ``backend_speed.py`` instead: ``AWConv2D`` with
+implementation "auto" (and a bias, as Conv2D) against that backend's Conv2D,
+one-layer models timed through ``predict_on_batch`` / ``train_on_batch``,
+interleaved; ``--implementations`` and ``--jit-compile`` are TensorFlow's only.
 """
 
 import argparse
@@ -21,14 +28,26 @@ import platform
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-
-import keras  # noqa: E402
-from aw_keras.layers import AWConv2D, fused_op  # noqa: E402
-from aw_keras.layers.aw_conv2d import IMPLEMENTATIONS  # noqa: E402
-from timing import time_interleaved  # noqa: E402  (benchmarks/timing.py)
+import backend_speed  # noqa: E402  (benchmarks/backend_speed.py; imports no Keras)
 
 RESNET50_STAGES = ["56x56x64", "28x28x128", "14x14x256", "7x7x512"]
+OTHER_BACKENDS = ("jax", "torch")
+
+
+def import_tensorflow():
+    """Selects the TensorFlow backend and imports TensorFlow, Keras and the AW
+    layer into this module (``--backend tensorflow``, the default; the other
+    backends never import TensorFlow)."""
+    global tf, keras, AWConv2D, fused_op, IMPLEMENTATIONS, time_interleaved
+    from aw_keras.utils.keras_backend import select_backend
+
+    select_backend("tensorflow")
+    import tensorflow as tf
+
+    import keras
+    from aw_keras.layers import AWConv2D, fused_op
+    from aw_keras.layers.aw_conv2d import IMPLEMENTATIONS
+    from timing import time_interleaved  # benchmarks/timing.py
 
 
 def parse_shape(text):
@@ -89,16 +108,64 @@ def describe_machine():
     return f"{platform.processor() or platform.machine()}, {cpus} CPUs visible, {device}, TF {tf.__version__}"
 
 
-def main(argv=None):
+def chosen_backend(argv):
+    """(--backend, --dtype) of ``argv`` (default tensorflow, float32), read before
+    anything imports Keras; a bad value is a usage error."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--backend", choices=("tensorflow",) + OTHER_BACKENDS,
+                        default="tensorflow")
+    parser.add_argument("--dtype", choices=tuple(backend_speed.DTYPES), default="float32")
+    known = parser.parse_known_args(argv)[0]
+    return known.backend, known.dtype
+
+
+def build_parser(implementations):
+    """This script's parser; ``implementations``: TensorFlow's AWConv2D
+    implementations (the --implementations choices), or None on another backend."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=("tensorflow",) + OTHER_BACKENDS,
+                        default="tensorflow",
+                        help="Keras backend; jax / torch reuse backend_speed.py's layer section")
+    parser.add_argument("--dtype", choices=tuple(backend_speed.DTYPES), default="float32",
+                        help="jax / torch only: bfloat16 = the mixed_bfloat16 policy")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds (median taken)")
     parser.add_argument("--shapes", nargs="+", default=RESNET50_STAGES, help="HxWxC, stride 1, 3x3")
-    parser.add_argument("--implementations", nargs="+", default=list(IMPLEMENTATIONS),
-                        choices=list(IMPLEMENTATIONS))
+    parser.add_argument("--implementations", nargs="+", default=list(implementations or ()),
+                        choices=list(implementations) if implementations else None)
     parser.add_argument("--markdown", help="also write the table to this file")
     parser.add_argument("--jit-compile", action="store_true",
                         help="compile every candidate, Conv2D included, with XLA")
+    return parser
+
+
+def main_other_backend(parser, args):
+    """``--backend jax|torch``: backend_speed.py's layer section, same table format
+    as backend_speed.py (ratios to that backend's Conv2D)."""
+    if args.implementations or args.jit_compile:
+        parser.error(f"--implementations and --jit-compile apply to --backend tensorflow only; "
+                     f"received them with --backend {args.backend}")
+    if args.batch <= 0 or args.repeats <= 0:
+        parser.error(f"--batch and --repeats must be positive, received {args.batch}, {args.repeats}")
+    try:
+        shapes = [backend_speed.parse_shape(text) for text in args.shapes]
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"argument --shapes: {error}")
+    backend_speed.setup_backend(args.backend, args.dtype)
+    rows = backend_speed.layer_section(shapes, args.batch, args.repeats)
+    backend_speed.report(rows, args)
+
+
+def main(argv=None):
+    backend, dtype = chosen_backend(argv)
+    if backend != "tensorflow":
+        parser = build_parser(None)
+        return main_other_backend(parser, parser.parse_args(argv))
+    if dtype != "float32":  # before TensorFlow is imported
+        build_parser(None).error(f"--dtype {dtype} applies to --backend jax or torch; "
+                                 "TensorFlow's table is float32")
+    import_tensorflow()
+    parser = build_parser(IMPLEMENTATIONS)
     args = parser.parse_args(argv)
     if args.batch <= 0 or args.repeats <= 0:
         parser.error(f"--batch and --repeats must be positive, received {args.batch}, {args.repeats}")

@@ -14,6 +14,13 @@ each family runs in a fresh subprocess.
 Usage:
     python benchmarks/model_speed.py [--repeats 10] [--batch 16] [--size 224]
         [--models resnet50,aw_resnet50] [--output docs/speed.md]
+    python benchmarks/model_speed.py --backend jax [--dtype bfloat16] [--repeats 5]
+
+``--backend jax`` or ``--backend torch`` runs the model section of
+``backend_speed.py`` instead (in this process, no memory column): AWResNet50
+against ResNet50 on that backend, compiled with ``jit_compile="auto"`` and timed
+interleaved through ``predict_on_batch`` / ``train_on_batch``; ``--models``
+applies to TensorFlow only.
 """
 
 import argparse
@@ -22,6 +29,9 @@ import os
 import platform
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # backend_speed, timing
+import backend_speed  # noqa: E402  (imports no Keras)
 
 
 def _builders():
@@ -142,8 +152,24 @@ def render(results, args):
     return "\n".join(lines) + "\n"
 
 
+def main_other_backend(parser, args):
+    """``--backend jax|torch``: backend_speed.py's model section (AWResNet50 vs
+    ResNet50 on that backend), written to --output as well as stdout."""
+    if args.models:
+        parser.error(f"--models applies to --backend tensorflow only; --backend {args.backend} "
+                     f"compares AWResNet50 with ResNet50 (received --models {args.models})")
+    backend_speed.setup_backend(args.backend, args.dtype)
+    rows = backend_speed.model_section(args.size, args.batch, args.repeats)
+    args.markdown = args.output
+    backend_speed.report(rows, args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=backend_speed.BACKENDS, default="tensorflow",
+                        help="Keras backend; jax / torch reuse backend_speed.py's model section")
+    parser.add_argument("--dtype", choices=tuple(backend_speed.DTYPES), default="float32",
+                        help="jax / torch only: bfloat16 = the mixed_bfloat16 policy")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
@@ -151,7 +177,17 @@ def main(argv=None):
     parser.add_argument("--output", default=None, help="write the markdown table here")
     parser.add_argument("--family", choices=["resnet", "mobilenet"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.backend != "tensorflow":
+        if args.repeats <= 0 or args.batch <= 0 or args.size < 32:
+            parser.error("--repeats and --batch must be positive and --size at least 32; "
+                         f"received {args.repeats}, {args.batch}, {args.size}")
+        return main_other_backend(parser, args)
+    if args.dtype != "float32":
+        parser.error(f"--dtype {args.dtype} applies to --backend jax or torch; TensorFlow's "
+                     "table is float32")
+    from aw_keras.utils.keras_backend import select_backend
 
+    select_backend("tensorflow")
     builders = _builders()
     names = args.models.split(",") if args.models else list(builders)
     unknown = [n for n in names if n not in builders]
