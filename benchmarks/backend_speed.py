@@ -303,8 +303,8 @@ def backend_version(backend):
     return f"{module} {__import__(module).__version__}"
 
 
-def cpu_line():
-    """CPU model name (/proc/cpuinfo) and core count."""
+def cpu_model():
+    """The CPU's model name (/proc/cpuinfo; the platform's name elsewhere)."""
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:
@@ -312,7 +312,12 @@ def cpu_line():
         name = models[0] if models else name
     except OSError:
         pass
-    return f"{name}, {os.cpu_count()} CPU cores"
+    return name
+
+
+def cpu_line():
+    """CPU model name and core count."""
+    return f"{cpu_model()}, {os.cpu_count()} CPU cores"
 
 
 def device_line():

@@ -113,13 +113,7 @@ def time_family(builders, names, batch, size, repeats, warmup=2):
 
 
 def render(results, args):
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [l.split(":", 1)[1].strip() for l in handle if l.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    cpu = backend_speed.cpu_model()
     import keras
     import tensorflow as tf
 
