@@ -147,7 +147,7 @@ def _check_model_argument(args):
         except ValueError as error:
             raise UsageError(str(error)) from None
         return
-    tf_quiet.import_tensorflow()  # the registry imports Keras and TensorFlow
+    import_tensorflow()  # the registry imports Keras and TensorFlow
     from aw_keras import applications
 
     if not applications.is_model(args.model.lower()):
@@ -302,7 +302,7 @@ def run(args):
 
 def _run(args, formats, quantizations, out):
     """`run` once the arguments are checked: creates ``out``, exports, verifies."""
-    tf_quiet.import_tensorflow()  # without its start-up lines (AW_KERAS_TF_LOGS=1 shows them)
+    import_tensorflow()
     from aw_keras.export import common
     from aw_keras.export import detection
     from aw_keras.export import onnx as onnx_export
@@ -489,6 +489,16 @@ def write_report(out, results, failures, labels=None, inputs=None):
             json.dump(common.json_safe(report), handle, indent=2, allow_nan=False)
 
 
+def import_tensorflow():
+    """TensorFlow without its start-up lines (AW_KERAS_TF_LOGS=1 shows them); a
+    UsageError saying what to install where it is missing."""
+    try:
+        return tf_quiet.import_tensorflow(
+            "aw-export (SavedModel, TFLite and ONNX come from TensorFlow)")
+    except ImportError as error:
+        raise UsageError(str(error)) from None
+
+
 def use_tensorflow_backend():
     """Exports are TensorFlow's (SavedModel, TFLite, ONNX through tf2onnx): the
     command runs Keras on TensorFlow whatever ``KERAS_BACKEND`` says, so a
@@ -499,10 +509,6 @@ def use_tensorflow_backend():
     except ValueError as error:
         raise UsageError(f"aw-export needs Keras on TensorFlow: {error} Run aw-export as a "
                          "command.") from None
-    try:
-        tf_quiet.import_tensorflow("aw-export (SavedModel, TFLite and ONNX come from TensorFlow)")
-    except ImportError as error:
-        raise UsageError(str(error)) from None
 
 
 def main(argv=None):

@@ -7,6 +7,8 @@ import): ``import aw_keras`` and training without TensorFlow importable, and
 pytest process: `scripts/test.sh`.)"""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -148,3 +150,17 @@ def test_without_tensorflow_the_layers_run_and_the_tensorflow_parts_say_so(backe
     status, stderr = report["aw_train"]
     assert status == 2 and "aw-train (its input pipelines are tf.data) needs TensorFlow" in stderr
     assert not (tmp_path / "unused").exists()
+
+
+def test_aw_export_without_tensorflow_is_a_usage_error(tmp_path):
+    """aw-export runs on TensorFlow whatever the backend; without it installed the
+    command says what to install (exit 2) and writes nothing."""
+    code = BLOCK_TENSORFLOW + (
+        "from aw_keras.export.cli import main\n"
+        f"sys.exit(main(['aw_resnet_cifar', '--out', {str(tmp_path / 'out')!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "aw-export (SavedModel, TFLite and ONNX come from TensorFlow) needs TensorFlow" in \
+        done.stderr and "pip install tensorflow" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
