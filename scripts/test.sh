@@ -2,7 +2,7 @@
 # Runs the test suite in a self-made .venv.
 #   bash scripts/test.sh          default suite (excludes tests marked slow) on TensorFlow,
 #                                 then the tests marked `backends` again on JAX
-#                                 (~24 + ~3 min on 2 cores)
+#                                 (~22 + ~3.5 min on 2 cores)
 #   bash scripts/test.sh slow     only the slow tests (full-size models, long training)
 #   bash scripts/test.sh all      everything, then the `backends` tests on JAX
 #   bash scripts/test.sh jax      only the `backends` tests, on JAX
