@@ -276,6 +276,7 @@ def train_detector(config):
             "learning_rate": config.learning_rate or DEFAULT_LEARNING_RATE,
             "data": {"train": train_split.report(), "validation": val_split.report()},
             "class_names": list(train_split.class_names),  # line i: the name of label i
+            "backend": keras.backend.backend(),
             "init_from_sha256": classification._file_sha256(config.init_from),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })

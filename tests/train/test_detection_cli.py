@@ -133,7 +133,8 @@ def test_end_to_end_files_metrics_and_plots(coco_dir, tmp_path):
     names = [c["name"] for c in json.load(open(
         os.path.join(coco_dir, "annotations", "instances_val.json")))["categories"]]
     assert len(names) > 1 and metrics["class_names"] == names  # name of label 0, 1, ...
-    assert json.load(open(os.path.join(out, "run.json")))["class_names"] == names
+    run = json.load(open(os.path.join(out, "run.json")))
+    assert run["class_names"] == names and run["backend"] == "tensorflow"
     # Keras's progress shows the run's epochs, one fit per epoch notwithstanding
     assert "Epoch 1/2" in done.stdout and "Epoch 2/2" in done.stdout, done.stdout[-2000:]
     history = read_history(out)
